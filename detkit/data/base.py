@@ -1,0 +1,253 @@
+"""What the COCO and VOC datasets share: image records, box clipping, loading, items, collate.
+
+Frames: a record's ``boxes_xyxy`` are in the ORIGINAL image's pixels (continuous coordinates,
+``0 <= x1 < x2 <= width``); an item's ``target["boxes_xyxy"]`` are in the TRANSFORMED image's
+pixels. The model maps predictions back by scaling ``input_size`` -> ``orig_size``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+from torch import Tensor
+from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+# How many missing paths a "missing image files" error lists before "... and N more".
+_MAX_LISTED_PATHS = 5
+
+Transform = Callable[..., dict[str, Any]]
+"""An albumentations-style callable: ``transform(image=HxWx3 uint8, bboxes=[M, 4] pascal_voc,
+labels=[M]) -> {"image": Tensor[3, H', W'] float32, "bboxes": [M', 4], "labels": [M']}``."""
+
+
+class UnreadableImageError(OSError):
+    """An image file exists but cannot be decoded, or decodes to another size than recorded."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image as the item loader needs it.
+
+    Attributes:
+        image_id: id of the image in the dataset's ``coco_gt``.
+        path: the image file.
+        height, width: size of the file in pixels (from the annotation file, checked at load).
+        boxes_xyxy: ``float32 [M, 4]`` training boxes in original pixels, clipped and non-empty.
+        labels: ``int64 [M]`` contiguous labels in ``1..K``.
+    """
+
+    image_id: int
+    path: Path
+    height: int
+    width: int
+    boxes_xyxy: np.ndarray
+    labels: np.ndarray
+
+
+def clip_boxes_xyxy(
+    boxes_xyxy: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clip boxes to the image and find the ones left empty.
+
+    Args:
+        boxes_xyxy: ``float [M, 4]`` boxes in pixels.
+        height, width: image size.
+
+    Returns:
+        ``(clipped float32 [M, 4], keep bool [M], changed bool [M])``: ``keep`` is False for boxes
+        with zero width or height after clipping (degenerate, inverted or outside the image);
+        ``changed`` is True for kept boxes that clipping moved.
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+    clipped = boxes.copy()
+    clipped[:, 0::2] = clipped[:, 0::2].clip(0, width)
+    clipped[:, 1::2] = clipped[:, 1::2].clip(0, height)
+    keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    changed = keep & (clipped != boxes).any(axis=1)
+    return clipped, keep, changed
+
+
+def find_missing_files(paths: Sequence[Path], *, what: str, skip: bool) -> list[bool]:
+    """Check image files exist at construction.
+
+    Args:
+        paths: image paths in item order.
+        what: the dataset file or folder named in the error.
+        skip: drop missing images (return their mask) instead of raising.
+
+    Returns:
+        ``exists`` per path.
+
+    Raises:
+        ValueError: naming the first few missing paths and how many, unless ``skip``.
+    """
+    exists = [p.is_file() for p in paths]
+    missing = [str(p) for p, ok in zip(paths, exists, strict=True) if not ok]
+    if missing and not skip:
+        listed = ", ".join(missing[:_MAX_LISTED_PATHS])
+        more = len(missing) - _MAX_LISTED_PATHS
+        tail = f" ... and {more} more" if more > 0 else ""
+        raise ValueError(
+            f"{what}: {len(missing)} of {len(paths)} image files are missing: {listed}{tail} "
+            "(pass skip_bad_images=True to drop them)"
+        )
+    return exists
+
+
+def build_coco(dataset: dict[str, Any]) -> COCO:
+    """A pycocotools ``COCO`` built from an in-memory dict (its index printout silenced)."""
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def load_rgb(path: Path, height: int, width: int) -> np.ndarray:
+    """Decode an image file to ``uint8 [H, W, 3]`` RGB.
+
+    Raises:
+        UnreadableImageError: naming the path, when the file cannot be decoded or its size is not
+            the recorded ``(height, width)`` (the boxes would not fit it).
+    """
+    try:
+        with Image.open(path) as image:
+            array = np.array(image.convert("RGB"))  # a writable copy
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's decoders raise all three
+        raise UnreadableImageError(f"cannot decode image {path}: {error}") from error
+    if array.shape[:2] != (height, width):
+        raise UnreadableImageError(
+            f"image {path} is {array.shape[0]}x{array.shape[1]} (h x w) but its annotation "
+            f"says {height}x{width}"
+        )
+    return array
+
+
+def _to_chw_float(image: Any) -> Tensor:
+    """A transform's output image as ``float32 [3, H, W]`` (numpy ``HxWx3`` is permuted)."""
+    if isinstance(image, Tensor):
+        return image.float()
+    array = np.ascontiguousarray(image)
+    if array.dtype == np.uint8:
+        return torch.from_numpy(array).permute(2, 0, 1).float().div(255.0)
+    return torch.from_numpy(array.astype(np.float32)).permute(2, 0, 1)
+
+
+class DetectionDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
+    """Base of the COCO and VOC datasets: turns :class:`ImageRecord` s into items.
+
+    An item is ``(image, target)``: ``image: Tensor[3, H, W]`` float32 as the transform made it
+    (with ``transforms=None``: the file's pixels scaled to ``[0, 1]``, not normalised);
+    ``target`` has ``boxes_xyxy: Tensor[M, 4]`` float32 in the transformed image's pixels,
+    ``labels: Tensor[M]`` int64 in ``1..K``, ``image_id: int``, ``orig_size: (h, w)`` of the file
+    and ``input_size: (h, w)`` after the transform.
+
+    Undecodable files: with ``skip_bad_images`` the item at the next index (wrapping around) that
+    decodes is returned instead, so ``ds[i]`` is deterministic; the bad file is logged once and
+    counted in ``stats["undecodable_images_skipped"]`` of the process that loaded it (a
+    DataLoader worker's count stays in the worker). Otherwise :class:`UnreadableImageError`.
+
+    Subclasses set ``category_names``, ``label_to_category_id``, ``stats`` and
+    ``_coco_gt_dataset`` (the dict ``coco_gt`` is built from, lazily) and call ``_init_records``.
+    """
+
+    category_names: list[str]
+    label_to_category_id: list[int]
+    stats: dict[str, int]
+    _coco_gt_dataset: dict[str, Any]
+
+    def _init_records(
+        self, records: list[ImageRecord], transforms: Transform | None, skip_bad_images: bool
+    ) -> None:
+        self.records = records
+        self.transforms = transforms
+        self.skip_bad_images = skip_bad_images
+        self._bad_indices: set[int] = set()
+
+    @property
+    def image_ids(self) -> list[int]:
+        """``coco_gt`` image id of each item, in item order."""
+        return [record.image_id for record in self.records]
+
+    @cached_property
+    def coco_gt(self) -> COCO:
+        """pycocotools ``COCO`` with the original annotations, for evaluation."""
+        return build_coco(self._coco_gt_dataset)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        n = len(self.records)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} images")
+        index %= n
+        for offset in range(n):
+            candidate = (index + offset) % n
+            if candidate in self._bad_indices:
+                continue
+            record = self.records[candidate]
+            try:
+                image = load_rgb(record.path, record.height, record.width)
+            except UnreadableImageError as error:
+                if not self.skip_bad_images:
+                    raise
+                self._bad_indices.add(candidate)
+                self.stats["undecodable_images_skipped"] += 1
+                logger.warning("%s; skipped, serving the next image instead", error)
+                continue
+            return self._make_item(record, image)
+        raise UnreadableImageError(f"none of the {n} images of this dataset can be decoded")
+
+    def _make_item(self, record: ImageRecord, image: np.ndarray) -> tuple[Tensor, dict[str, Any]]:
+        if self.transforms is None:
+            out = {"image": image, "bboxes": record.boxes_xyxy, "labels": record.labels}
+        else:
+            out = self.transforms(
+                image=image, bboxes=record.boxes_xyxy.copy(), labels=record.labels.copy()
+            )
+        tensor = _to_chw_float(out["image"])
+        target = {
+            "boxes_xyxy": torch.as_tensor(np.asarray(out["bboxes"], np.float32).reshape(-1, 4)),
+            "labels": torch.as_tensor(np.asarray(out["labels"], np.int64).reshape(-1)),
+            "image_id": record.image_id,
+            "orig_size": (record.height, record.width),
+            "input_size": (int(tensor.shape[-2]), int(tensor.shape[-1])),
+        }
+        return tensor, target
+
+    def _log_stats(self, source: str | Path) -> None:
+        """Log the construction counts once: a warning when anything was dropped or clipped."""
+        summary = ", ".join(f"{key}={value}" for key, value in self.stats.items())
+        informational = {"images", "annotations", "images_without_boxes"}
+        informational |= {"crowd_excluded", "difficult_excluded"}
+        if any(v for k, v in self.stats.items() if k not in informational):
+            logger.warning("%s(%s): %s", type(self).__name__, source, summary)
+        else:
+            logger.info("%s(%s): %s", type(self).__name__, source, summary)
+
+
+def collate(
+    batch: Sequence[tuple[Tensor, dict[str, Any]]],
+) -> tuple[list[Tensor], list[dict[str, Any]]]:
+    """DataLoader ``collate_fn``: images keep their own sizes (the model pads them).
+
+    Returns:
+        ``(images, targets)``: ``list[Tensor[3, H_i, W_i]]`` and the matching target dicts.
+    """
+    images = [image for image, _ in batch]
+    targets = [target for _, target in batch]
+    return images, targets

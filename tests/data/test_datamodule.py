@@ -1,0 +1,109 @@
+import pytest
+import torch
+from lightning.pytorch import seed_everything
+
+from detkit.data import DetectionDataModule
+from tests.data.helpers import flat_voc, small_coco
+
+SMALL = {"min_size": 32, "max_size": 64}
+
+
+def _coco_module(tmp_path, **kwargs) -> DetectionDataModule:
+    images_dir, ann_file = small_coco(tmp_path)
+    return DetectionDataModule(format="coco", train_images=str(images_dir),
+                               train_ann=str(ann_file), val_images=str(images_dir),
+                               val_ann=str(ann_file), **SMALL, **kwargs)
+
+
+def _check_batch(batch, batch_size: int, num_classes: int) -> None:
+    images, targets = batch
+    assert isinstance(images, list) and isinstance(targets, list)
+    assert len(images) == len(targets) == batch_size
+    for image, target in zip(images, targets, strict=True):
+        assert image.dtype == torch.float32 and image.ndim == 3 and image.shape[0] == 3
+        assert tuple(image.shape[1:]) == target["input_size"]
+        assert set(target) == {"boxes_xyxy", "labels", "image_id", "orig_size", "input_size"}
+        boxes, labels = target["boxes_xyxy"], target["labels"]
+        assert boxes.dtype == torch.float32 and boxes.shape == (len(labels), 4)
+        assert labels.dtype == torch.int64
+        assert ((labels >= 1) & (labels <= num_classes)).all()
+        assert isinstance(target["image_id"], int)
+        assert len(target["orig_size"]) == 2
+
+
+def test_coco_setup_and_one_train_batch(tmp_path):
+    dm = _coco_module(tmp_path, batch_size=2)
+    dm.setup("fit")
+    assert dm.num_classes == 3
+    assert dm.category_names == ["three", "seven", "eleven"]
+    assert dm.label_to_category_id == [-1, 3, 7, 11]
+    assert sorted(dm.val_dataset.coco_gt.getCatIds()) == [3, 7, 11]
+    _check_batch(next(iter(dm.train_dataloader())), 2, 3)
+    images, targets = next(iter(dm.val_dataloader()))
+    assert [t["image_id"] for t in targets] == [1, 2]  # val is not shuffled
+    assert [min(t["input_size"]) for t in targets] == [32, 32]  # no jitter at eval
+
+
+def test_validate_stage_builds_only_val(tmp_path):
+    dm = _coco_module(tmp_path)
+    dm.setup("validate")
+    assert dm.train_dataset is None and dm.num_classes == 3
+
+
+def test_voc_setup_and_one_train_batch(tmp_path):
+    flat_voc(tmp_path, 6)
+    dm = DetectionDataModule(format="voc", root=str(tmp_path), split_ratio=0.5, batch_size=3,
+                             **SMALL)
+    dm.setup("fit")
+    assert dm.num_classes == 2 and dm.category_names == ["cat", "dog"]
+    assert dm.label_to_category_id == [-1, 1, 2]
+    assert len(dm.train_dataset) == len(dm.val_dataset) == 3
+    assert set(dm.train_dataset.image_ids).isdisjoint(dm.val_dataset.image_ids)
+    assert len(dm.val_dataset.coco_gt.getImgIds()) == 3
+    _check_batch(next(iter(dm.train_dataloader())), 3, 2)
+
+
+def test_synthetic_is_not_implemented_yet(tmp_path):
+    dm = DetectionDataModule(format="synthetic", root=str(tmp_path))
+    message = "the built-in synthetic dataset is not implemented yet; use --data.format coco or voc"
+    with pytest.raises(NotImplementedError) as info:
+        dm.setup("fit")
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("kwargs, names", [
+    ({"format": "coco", "train_images": "x"}, ["train_ann", "val_images", "val_ann"]),
+    ({"format": "coco", "train_images": "a", "train_ann": "b", "val_images": "c"}, ["val_ann"]),
+    ({"format": "voc"}, ["root"]),
+    ({"format": "voc", "root": "r", "train_split": "train"}, ["val_split"]),
+    ({"format": "coco", "class_names": ["a"], "train_images": "a", "train_ann": "b",
+      "val_images": "c", "val_ann": "d"}, ["class_names"]),
+    ({"format": "yolo"}, ["format"]),
+])
+def test_missing_or_wrong_arguments_are_named(kwargs, names):
+    with pytest.raises(ValueError) as info:
+        DetectionDataModule(**kwargs)
+    for name in names:
+        assert name in str(info.value)
+
+
+def _epoch(dm: DetectionDataModule, seed: int) -> list:
+    seed_everything(seed, workers=True, verbose=False)
+    loader = dm.train_dataloader()
+    samples = [(t["image_id"], image) for images, targets in loader
+               for image, t in zip(images, targets, strict=True)]
+    del loader  # stops persistent workers
+    return samples
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_seeded_runs_repeat_their_augmentation(tmp_path, num_workers):
+    dm = _coco_module(tmp_path, num_workers=num_workers, color_jitter=0.3, crop_border=0.2)
+    dm.setup("fit")
+    first, second, other = _epoch(dm, 3), _epoch(dm, 3), _epoch(dm, 4)
+    assert len(first) == 4
+    assert [i for i, _ in first] == [i for i, _ in second]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(first, second, strict=True))
+    by_id = dict(first)
+    assert any(by_id[i].shape != image.shape or not torch.equal(by_id[i], image)
+               for i, image in other)
