@@ -172,9 +172,12 @@ class DetectionDataModule(LightningDataModule):
             )
 
     def _dataset(self) -> DetectionDataset:
+        """The dataset that defines the categories; reads the validation annotations on first
+        use, so ``num_classes`` is known when the CLI builds the model (before ``setup``)."""
+        if self.train_dataset is None and self.val_dataset is None:
+            self.setup("validate")
         dataset = self.train_dataset if self.train_dataset is not None else self.val_dataset
-        if dataset is None:
-            raise RuntimeError("call setup() first")
+        assert dataset is not None
         return dataset
 
     @property

@@ -15,7 +15,8 @@ _AREA_SUFFIX = {"all": "", "small": "s", "medium": "m", "large": "l"}
 
 
 def proposal_recall(
-    coco_gt: COCO, proposals: dict[int, Tensor], limits: Sequence[int] = (100, 300, 1000)
+    coco_gt: COCO, proposals: dict[int, Tensor], limits: Sequence[int] = (100, 300, 1000),
+    image_ids: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """Class-agnostic average recall of RPN proposals at several proposal budgets.
 
@@ -26,11 +27,12 @@ def proposal_recall(
     of an image are exactly its first ``N`` proposals.
 
     Args:
-        coco_gt: ground truth; every image of it is evaluated. Images absent from
-            ``proposals`` have no proposals (their ground truth counts as missed).
+        coco_gt: ground truth. Images absent from ``proposals`` have no proposals (their ground
+            truth counts as missed).
         proposals: ``{image_id: Tensor[P, 4]}`` xyxy boxes in original image pixels, sorted by
             objectness, highest first.
         limits: proposal budgets ``N`` per image.
+        image_ids: the images to evaluate (default: every image of ``coco_gt``).
 
     Returns:
         For each ``N`` in ``limits``: ``proposal_AR@N``, ``proposal_ARs@N``, ``proposal_ARm@N``,
@@ -41,7 +43,8 @@ def proposal_recall(
     """
     budgets = sorted({int(n) for n in limits})
     coco_dt = load_results(coco_gt, _proposal_results(coco_gt, proposals))
-    coco_eval = run_cocoeval(coco_gt, coco_dt, use_cats=False, max_dets=budgets)
+    coco_eval = run_cocoeval(coco_gt, coco_dt, image_ids=image_ids, use_cats=False,
+                             max_dets=budgets)
     recall = coco_eval.eval["recall"]  # [T iou, K=1 (categories pooled), A area, M budgets]
     area_labels = coco_eval.params.areaRngLbl
     metrics = {}

@@ -107,3 +107,16 @@ def test_rejects_bad_shapes():
     gt = _gt([_ann([0, 0, 100, 100])])
     with pytest.raises(ValueError, match=r"Tensor\[P, 4\]"):
         proposal_recall(gt, {1: torch.zeros(3, 5)})
+
+
+def test_image_ids_restrict_the_evaluation():
+    gt = build_coco_gt(
+        [{"id": 1, "width": 100, "height": 100}, {"id": 2, "width": 100, "height": 100}],
+        [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40], "area": 1600, "iscrowd": 0},
+         {"image_id": 2, "category_id": 1, "bbox": [10, 10, 40, 40], "area": 1600, "iscrowd": 0}],
+        [{"id": 1, "name": "a"}],
+    )
+    proposals = {1: torch.tensor([[10.0, 10.0, 50.0, 50.0]])}
+    assert proposal_recall(gt, proposals, limits=(100,))["proposal_AR@100"] == 0.5
+    only_seen = proposal_recall(gt, proposals, limits=(100,), image_ids=[1])
+    assert only_seen["proposal_AR@100"] == 1.0

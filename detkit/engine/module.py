@@ -1,0 +1,210 @@
+"""The LightningModule: trains a detkit Faster R-CNN and evaluates it with COCO metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from detkit.eval import evaluate_detections, proposal_recall, to_coco_results, voc_ap
+from detkit.models import RoIHeadSettings, RPNSettings, build_faster_rcnn
+from detkit.models.backbone import Norm
+
+
+@dataclass
+class OptimizerSettings:
+    """SGD (the Faster R-CNN recipe) or AdamW."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+
+
+@dataclass
+class ScheduleSettings:
+    """Linear warmup, then step decay at ``milestones`` (by ``gamma``), cosine to zero over the
+    run, or constant. Steps are optimizer steps."""
+
+    kind: Literal["step", "cosine", "constant"] = "step"
+    warmup_steps: int = 100
+    warmup_factor: float = 0.001
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training hit a NaN or infinite loss; raised before the optimizer step, so weights and the
+    last checkpoint are the last good ones."""
+
+
+def lr_factor(step: int, total_steps: int, schedule: ScheduleSettings) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step``."""
+    if step < schedule.warmup_steps:
+        alpha = step / max(1, schedule.warmup_steps)
+        warm = schedule.warmup_factor * (1 - alpha) + alpha
+    else:
+        warm = 1.0
+    if schedule.kind == "step":
+        return warm * schedule.gamma ** sum(step >= m for m in schedule.milestones)
+    if schedule.kind == "cosine":
+        progress = min(1.0, step / max(1, total_steps))
+        return warm * 0.5 * (1 + math.cos(math.pi * progress))
+    return warm
+
+
+class DetectionModule(L.LightningModule):
+    """Faster R-CNN with a pluggable RoI extractor, trained and evaluated through Lightning.
+
+    Args:
+        num_classes: object classes (linked from the data module by the CLI).
+        backbone, norm, backbone_weights, trainable_layers: see ``build_faster_rcnn``.
+        roi_extractor: a name in ``detkit.models.EXTRACTORS``; ``roi_extractor_args`` its options.
+        rpn, roi_head: model settings.
+        optimizer, schedule: training settings (gradient clipping and precision are the
+            Trainer's: ``--trainer.gradient_clip_val``, ``--trainer.precision``).
+    """
+
+    def __init__(
+        self, num_classes: int, *, backbone: str = "resnet18", norm: Norm = "group",
+        backbone_weights: str | None = None, trainable_layers: int = 5,
+        roi_extractor: str = "roi_align", roi_extractor_args: dict[str, Any] | None = None,
+        rpn: RPNSettings | None = None, roi_head: RoIHeadSettings | None = None,
+        optimizer: OptimizerSettings | None = None, schedule: ScheduleSettings | None = None,
+    ) -> None:
+        super().__init__()
+        rpn, roi_head = rpn or RPNSettings(), roi_head or RoIHeadSettings()
+        self.optimizer_settings = optimizer or OptimizerSettings()
+        self.schedule = schedule or ScheduleSettings()
+        # plain types only, so checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters({
+            "num_classes": num_classes, "backbone": backbone, "norm": norm,
+            "backbone_weights": backbone_weights, "trainable_layers": trainable_layers,
+            "roi_extractor": roi_extractor, "roi_extractor_args": roi_extractor_args or {},
+            "rpn": dataclasses.asdict(rpn), "roi_head": dataclasses.asdict(roi_head),
+            "optimizer": dataclasses.asdict(self.optimizer_settings),
+            "schedule": dataclasses.asdict(self.schedule),
+        })
+        self.model = build_faster_rcnn(
+            num_classes, backbone=backbone, norm=norm, backbone_weights=backbone_weights,
+            trainable_layers=trainable_layers, roi_extractor=roi_extractor,
+            roi_extractor_args=roi_extractor_args, rpn=rpn, roi_head=roi_head)
+        self._val_results: list[dict] = []
+        self._val_proposals: dict[int, Tensor] = {}
+        self._val_detections: dict[int, dict[str, Tensor]] = {}
+        self._step_clock: float | None = None
+        self.last_metrics: dict[str, Any] = {}
+        self.last_predictions: list[dict] = []
+
+    # ----------------------------------------------------------------------------- training
+    def forward(self, images: list[Tensor], targets: list[dict] | None = None) -> Any:
+        return self.model(images, targets)
+
+    def training_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> Tensor:
+        images, targets = batch
+        losses = self.model(images, targets)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.global_step} (epoch {self.current_epoch}, batch "
+                f"{batch_idx}): {terms}. Training stopped before the optimizer step; the last "
+                "checkpoint holds the last good weights.")
+        batch_size = len(images)
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        now = time.perf_counter()
+        if self._step_clock is not None:
+            world = self.trainer.world_size if self._trainer is not None else 1
+            self.log("train/images_per_sec", batch_size * world / (now - self._step_clock),
+                     prog_bar=True, batch_size=batch_size)
+        self._step_clock = now
+        return loss
+
+    def configure_optimizers(self) -> dict:
+        settings = self.optimizer_settings
+        params = [p for p in self.parameters() if p.requires_grad]
+        if settings.name == "sgd":
+            optimizer = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
+                                        weight_decay=settings.weight_decay)
+        elif settings.name == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=settings.lr,
+                                          weight_decay=settings.weight_decay)
+        else:
+            raise ValueError(f"optimizer.name must be 'sgd' or 'adamw', got {settings.name!r}")
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, total, self.schedule))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---------------------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_results, self._val_proposals, self._val_detections = [], {}, {}
+
+    def validation_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> list:
+        images, targets = batch
+        outputs = self.model(images)
+        label_map = self._val_dataset().label_to_category_id
+        for output, target in zip(outputs, targets, strict=True):
+            scale = _to_original(target).to(output["boxes_xyxy"].device)
+            image_id = int(target["image_id"])
+            boxes = output["boxes_xyxy"].float() * scale
+            self._val_results += to_coco_results(image_id, boxes, output["scores"],
+                                                 output["labels"], label_map)
+            self._val_proposals[image_id] = (output["proposals_xyxy"].float() * scale).cpu()
+            self._val_detections[image_id] = {"boxes": boxes.cpu(), "scores":
+                                              output["scores"].cpu(), "labels":
+                                              output["labels"].cpu()}
+        return outputs
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        results, proposals, detections = self._gather()
+        dataset = self._val_dataset()
+        # the images this validation saw (all of them, unless limit_val_batches is set)
+        seen = sorted(proposals)
+        metrics = evaluate_detections(dataset.coco_gt, results, seen)
+        metrics.update(proposal_recall(dataset.coco_gt, proposals, image_ids=seen))
+        if hasattr(dataset, "voc_ground_truth"):
+            labels = range(1, len(dataset.category_names) + 1)
+            truth = {k: v for k, v in dataset.voc_ground_truth().items() if k in proposals}
+            voc = voc_ap(truth, detections, list(labels))
+            metrics.update({k: v for k, v in voc.items() if k != "voc_per_class"})
+        self.last_metrics = metrics
+        self.last_predictions = results
+        scalars = {f"val/{k}": float(v) for k, v in metrics.items() if isinstance(v, float)}
+        self.log_dict(scalars, sync_dist=False, rank_zero_only=False)
+        for name, ap in metrics.get("per_class", {}).items():
+            self.log(f"val_per_class/{name}", float(ap))
+
+    def _gather(self) -> tuple[list[dict], dict[int, Tensor], dict[int, dict]]:
+        """All ranks' validation outputs (DDP: each rank saw a shard)."""
+        local = (self._val_results, self._val_proposals, self._val_detections)
+        if self.trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return local
+        gathered: list[Any] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, local)
+        results = [r for part in gathered for r in part[0]]
+        proposals = {k: v for part in gathered for k, v in part[1].items()}
+        detections = {k: v for part in gathered for k, v in part[2].items()}
+        return results, proposals, detections
+
+    def _val_dataset(self) -> Any:
+        return self.trainer.datamodule.val_dataset
+
+
+def _to_original(target: dict) -> Tensor:
+    """``Tensor[4]`` that maps xyxy boxes from the transformed image back to the file's pixels."""
+    in_h, in_w = target["input_size"]
+    orig_h, orig_w = target["orig_size"]
+    sx, sy = orig_w / in_w, orig_h / in_h
+    return torch.tensor([sx, sy, sx, sy])
