@@ -1,0 +1,45 @@
+"""Training images/s and inference ms/image: detkit vs torchvision's FasterRCNN, every extractor.
+
+    python tools/benchmark_train.py
+    python tools/benchmark_train.py --image-size 512 --extractors roi_align,deform_roi_pool
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from detkit.benchmarks.train import (
+    TrainBenchConfig,
+    compare_extractors,
+    compare_with_torchvision,
+    format_report,
+    lightning_overhead,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for field in dataclasses.fields(TrainBenchConfig):
+        parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default),
+                            default=field.default)
+    parser.add_argument("--json", help="also write the numbers to this JSON file")
+    args = vars(parser.parse_args(argv))
+    out_json = args.pop("json")
+    cfg = TrainBenchConfig(**args)
+    versus = compare_with_torchvision(cfg)
+    extractors = compare_extractors(cfg)
+    overhead = lightning_overhead(cfg)
+    print(format_report(cfg, versus, extractors, overhead))
+    if out_json:
+        with open(out_json, "w") as f:
+            json.dump({"config": dataclasses.asdict(cfg), "versus_torchvision": versus,
+                       "extractors": extractors, "lightning": overhead}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
