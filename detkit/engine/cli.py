@@ -81,11 +81,16 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     trainer.fit(model, datamodule=data, ckpt_path=cli.config.get("ckpt_path"))
     _save_final_last(trainer)
+    throughput = model.train_images_per_second()
     best = _best_checkpoint(trainer)
     if best is not None:
         model = load_module(best)
     trainer.validate(model, datamodule=data, verbose=False)
-    metrics = model.last_metrics
+    metrics = dict(model.last_metrics)
+    if throughput is not None:
+        metrics["train_images_per_s"] = throughput
+    metrics["params"] = sum(p.numel() for p in model.parameters())
+    metrics["checkpoint"] = best
     if trainer.is_global_zero:
         print(f"\nEvaluation of {best or 'the final weights'}:")
         print(format_metrics_table(metrics))

@@ -99,6 +99,10 @@ class DetectionModule(L.LightningModule):
         self._val_proposals: dict[int, Tensor] = {}
         self._val_detections: dict[int, dict[str, Tensor]] = {}
         self._step_clock: float | None = None
+        self._step_seconds: list[float] = []  # training step intervals (validation excluded)
+        self._infer_seconds = 0.0
+        self._infer_images = 0
+        self._batch_size = 1
         self.last_metrics: dict[str, Any] = {}
         self.last_predictions: list[dict] = []
 
@@ -122,11 +126,22 @@ class DetectionModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         now = time.perf_counter()
         if self._step_clock is not None:
-            world = self.trainer.world_size if self._trainer is not None else 1
-            self.log("train/images_per_sec", batch_size * world / (now - self._step_clock),
+            self._step_seconds.append(now - self._step_clock)
+            self.log("train/images_per_sec", batch_size * self._world() / self._step_seconds[-1],
                      prog_bar=True, batch_size=batch_size)
         self._step_clock = now
+        self._batch_size = batch_size
         return loss
+
+    def _world(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    def train_images_per_second(self) -> float | None:
+        """Median training throughput so far (all ranks), or None before two steps."""
+        if not self._step_seconds:
+            return None
+        median = sorted(self._step_seconds)[len(self._step_seconds) // 2]
+        return self._batch_size * self._world() / median
 
     def configure_optimizers(self) -> dict:
         settings = self.optimizer_settings
@@ -148,10 +163,19 @@ class DetectionModule(L.LightningModule):
     # ---------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
         self._val_results, self._val_proposals, self._val_detections = [], {}, {}
+        self._infer_seconds, self._infer_images = 0.0, 0
+        self._step_clock = None  # the interval spanning a validation is not a training step
 
     def validation_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> list:
         images, targets = batch
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
         outputs = self.model(images)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._infer_seconds += time.perf_counter() - start
+        self._infer_images += len(images)
         label_map = self._val_dataset().label_to_category_id
         for output, target in zip(outputs, targets, strict=True):
             scale = _to_original(target).to(output["boxes_xyxy"].device)
@@ -179,6 +203,11 @@ class DetectionModule(L.LightningModule):
             truth = {k: v for k, v in dataset.voc_ground_truth().items() if k in proposals}
             voc = voc_ap(truth, detections, list(labels))
             metrics.update({k: v for k, v in voc.items() if k != "voc_per_class"})
+        if self._infer_images:
+            metrics["infer_ms_per_image"] = 1e3 * self._infer_seconds / self._infer_images
+        throughput = self.train_images_per_second()
+        if throughput is not None:
+            metrics["train_images_per_s"] = throughput
         self.last_metrics = metrics
         self.last_predictions = results
         scalars = {f"val/{k}": float(v) for k, v in metrics.items() if isinstance(v, float)}

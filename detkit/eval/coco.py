@@ -152,6 +152,8 @@ def evaluate_detections(
         ``"pr_curve"``: ``{"0.50", "0.75", "0.50:0.95": list of 101 floats}``, precision at
         recall 0, 0.01, ..., 1 (area "all", maxDets 100), averaged over categories (and IoU
         thresholds for "0.50:0.95") ignoring -1 entries; -1.0 if no category has ground truth.
+        ``"AP_per_iou"``: ``{"0.50": ..., "0.55": ..., ..., "0.95": ...}``, AP at each IoU
+        threshold (area "all", maxDets 100; its "0.50" and "0.75" equal AP50 and AP75).
     """
     coco_eval = run_cocoeval(coco_gt, load_results(coco_gt, results), image_ids=image_ids)
     with quiet():
@@ -161,6 +163,10 @@ def evaluate_detections(
     }
     metrics["per_class"] = _per_class_ap(coco_eval, coco_gt)
     metrics["pr_curve"] = _pr_curves(coco_eval)
+    precision = coco_eval.eval["precision"][:, :, :, 0, _MAX_DETS_100]  # [T, R, K]
+    metrics["AP_per_iou"] = {
+        f"{iou:.2f}": mean_valid(precision[t]) for t, iou in enumerate(coco_eval.params.iouThrs)
+    }
     return metrics
 
 
@@ -200,6 +206,8 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
                                    if key in metrics]
     rows += [(key, _fmt(value)) for key, value in metrics.items() if key.startswith("proposal_")]
     rows += [(key, _fmt(metrics[key])) for key in ("voc_AP50", "voc_AP50_07") if key in metrics]
+    rows += [(key, f"{metrics[key]:.{digits}f}") for key, digits in
+             (("train_images_per_s", 2), ("infer_ms_per_image", 1)) if key in metrics]
     if metrics.get("per_class"):
         rows.append(("per-class AP@[.5:.95]", ""))
         rows += [(f"  {name}", _fmt(ap)) for name, ap in metrics["per_class"].items()]

@@ -254,3 +254,12 @@ def test_prints_nothing(capsys):
     evaluate_detections(_gt(dataset_dict()), RESULTS)
     evaluate_detections(_gt(dataset_dict()), [])
     assert capsys.readouterr().out == ""
+
+
+def test_ap_per_iou_matches_ap50_ap75_and_averages_to_ap():
+    metrics = evaluate_detections(_gt(dataset_dict()), copy.deepcopy(RESULTS))
+    per_iou = metrics["AP_per_iou"]
+    assert list(per_iou) == [f"{0.5 + 0.05 * i:.2f}" for i in range(10)]
+    assert per_iou["0.50"] == pytest.approx(metrics["AP50"])
+    assert per_iou["0.75"] == pytest.approx(metrics["AP75"])
+    assert sum(per_iou.values()) / 10 == pytest.approx(metrics["AP"])
