@@ -5,41 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-import torch
 from torch import Tensor
-from torchvision.utils import draw_bounding_boxes
 
-# detkit.data normalises with ImageNet statistics; undone here for display
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-
-
-def to_uint8(image: Tensor) -> Tensor:
-    """Normalised ``Tensor[3, H, W]`` -> displayable ``uint8``."""
-    return ((image.float().cpu() * STD + MEAN).clamp(0, 1) * 255).to(torch.uint8)
-
-
-def draw_detections(
-    image: Tensor, target: dict, output: dict, category_names: list[str], score_thresh: float
-) -> Tensor:
-    """Ground truth in green, predictions above ``score_thresh`` in red with class and score."""
-    canvas = to_uint8(image)
-    gt = target["boxes_xyxy"].cpu()
-    if len(gt):
-        canvas = draw_bounding_boxes(canvas, gt, colors="lime", width=2)
-    keep = output["scores"].cpu() >= score_thresh
-    boxes = output["boxes_xyxy"].cpu()[keep]
-    if len(boxes):
-        labels = [f"{category_names[int(c) - 1]} {s:.2f}"
-                  for c, s in zip(output["labels"].cpu()[keep], output["scores"].cpu()[keep],
-                                  strict=True)]
-        canvas = draw_bounding_boxes(canvas, boxes, labels=labels, colors="red", width=2)
-    return canvas
+from detkit.engine.drawing import draw_detections
+from detkit.engine.offsets import is_deformable, offsets_figure
 
 
 class ValidationImageLogger(L.Callback):
     """Logs a fixed set of validation images (the first ``num_images`` of the unshuffled val
-    loader) with ground truth and predictions drawn, and the COCOeval precision-recall curves.
+    loader) with ground truth and predictions drawn, the COCOeval precision-recall curves, and,
+    for deformable extractors, the sampling bins of the top detections before and after their
+    learned offsets (``val_offsets/i``).
 
     Args:
         num_images: how many validation images to draw.
@@ -50,9 +26,10 @@ class ValidationImageLogger(L.Callback):
         self.num_images = num_images
         self.score_thresh = score_thresh
         self._drawn: list[Tensor] = []
+        self._offsets: list[Tensor] = []
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._drawn = []
+        self._drawn, self._offsets = [], []
 
     def on_validation_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -61,10 +38,15 @@ class ValidationImageLogger(L.Callback):
         if trainer.sanity_checking or len(self._drawn) >= self.num_images or outputs is None:
             return
         names = trainer.datamodule.category_names
+        model = pl_module.model
         for image, target, output in zip(batch[0], batch[1], outputs, strict=True):
-            if len(self._drawn) < self.num_images:
-                self._drawn.append(draw_detections(image, target, output, names,
-                                                   self.score_thresh))
+            if len(self._drawn) >= self.num_images:
+                break
+            self._drawn.append(draw_detections(image, target, output, names, self.score_thresh))
+            if is_deformable(model):
+                figure = offsets_figure(model, image, output, score_thresh=self.score_thresh)
+                if figure is not None:
+                    self._offsets.append(figure)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = _tensorboard(trainer)
@@ -72,6 +54,8 @@ class ValidationImageLogger(L.Callback):
             return
         for i, image in enumerate(self._drawn):
             writer.add_image(f"val_images/{i}", image, trainer.global_step)
+        for i, image in enumerate(self._offsets):
+            writer.add_image(f"val_offsets/{i}", image, trainer.global_step)
         curves = getattr(pl_module, "last_metrics", {}).get("pr_curve")
         if curves:
             writer.add_figure("val/pr_curve", pr_curve_figure(curves), trainer.global_step)

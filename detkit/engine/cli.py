@@ -136,6 +136,44 @@ def _settings(cls: type, values: dict) -> Any:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
+class VisualizeCLI(EvalCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument("--num_images", type=int, default=8)
+        parser.add_argument("--score_thresh", type=float, default=0.5)
+
+
+def visualize(argv: list[str] | None = None) -> list[Path]:
+    """Draw predictions (and, for deformable extractors, sampling bins before/after the learned
+    offsets) on the first validation images; writes PNGs to ``--out``."""
+    from detkit.engine.drawing import draw_detections
+    from detkit.engine.offsets import is_deformable, offsets_figure
+    from detkit.engine.visualize import save_png
+
+    cli = _cli(VisualizeCLI, argv, trainer_defaults={"logger": False})
+    module = load_module(cli.config["ckpt"]).eval()
+    data = cli.datamodule
+    data.setup("validate")
+    out = Path(cli.config["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index in range(min(cli.config["num_images"], len(data.val_dataset))):
+        image, target = data.val_dataset[index]
+        with torch.no_grad():
+            output = module.model([image])[0]
+        stem = out / f"image{target['image_id']}"
+        written.append(save_png(draw_detections(image, target, output, data.category_names,
+                                                cli.config["score_thresh"]),
+                                stem.with_suffix(".png")))
+        if is_deformable(module.model):
+            figure = offsets_figure(module.model, image, output,
+                                    score_thresh=cli.config["score_thresh"])
+            if figure is not None:
+                written.append(save_png(figure, stem.with_name(stem.name + "_offsets.png")))
+    print(f"wrote {len(written)} images to {out}")
+    return written
+
+
 def evaluate(argv: list[str] | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on the config's validation data; write metrics and predictions."""
     cli = _cli(EvalCLI, argv, trainer_defaults={"logger": False})

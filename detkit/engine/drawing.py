@@ -1,0 +1,34 @@
+"""Drawing helpers: detections and ground truth on (de-normalised) images."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.utils import draw_bounding_boxes
+
+# detkit.data normalises with ImageNet statistics; undone here for display
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+def to_uint8(image: Tensor) -> Tensor:
+    """Normalised ``Tensor[3, H, W]`` -> displayable ``uint8``."""
+    return ((image.float().cpu() * STD + MEAN).clamp(0, 1) * 255).to(torch.uint8)
+
+
+def draw_detections(
+    image: Tensor, target: dict, output: dict, category_names: list[str], score_thresh: float
+) -> Tensor:
+    """Ground truth in green, predictions above ``score_thresh`` in red with class and score."""
+    canvas = to_uint8(image)
+    gt = target["boxes_xyxy"].cpu()
+    if len(gt):
+        canvas = draw_bounding_boxes(canvas, gt, colors="lime", width=2)
+    keep = output["scores"].cpu() >= score_thresh
+    boxes = output["boxes_xyxy"].cpu()[keep]
+    if len(boxes):
+        labels = [f"{category_names[int(c) - 1]} {s:.2f}"
+                  for c, s in zip(output["labels"].cpu()[keep], output["scores"].cpu()[keep],
+                                  strict=True)]
+        canvas = draw_bounding_boxes(canvas, boxes, labels=labels, colors="red", width=2)
+    return canvas

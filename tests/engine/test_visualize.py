@@ -1,0 +1,47 @@
+import pytest
+import torch
+from PIL import Image
+
+from detkit.engine.cli import train, visualize
+from detkit.engine.offsets import bin_layout, draw_bins
+from detkit.models import build_faster_rcnn
+from tests.engine.helpers import FAST_MODEL, FAST_TRAINER, coco_args
+
+
+def test_bins_move_by_gamma_times_roi_size_times_offset():
+    model = build_faster_rcnn(2, roi_extractor="deform_roi_pool",
+                              roi_extractor_args={"offset_fc_channels": 16, "output_size": 3})
+    model.eval()
+    image = torch.randn(3, 64, 96)
+    boxes = torch.tensor([[8.0, 4.0, 38.0, 64.0]])  # 30 x 60
+    layout = bin_layout(model, image, boxes)
+    assert layout.before.shape == (1, 3, 3, 4)
+    torch.testing.assert_close(layout.before, layout.after)  # zero-initialised offsets
+    torch.testing.assert_close(layout.before[0, 0, 0], torch.tensor([8.0, 4.0, 18.0, 24.0]))
+    with torch.no_grad():  # every bin: offset (x, y) = (0.5, -1.0)
+        model.roi_extractor.offset_fc[-1].bias.copy_(torch.tensor([0.5] * 9 + [-1.0] * 9))
+    layout = bin_layout(model, image, boxes)
+    shift = torch.tensor([0.1 * 30 * 0.5, 0.1 * 60 * -1.0] * 2)  # gamma 0.1
+    torch.testing.assert_close(layout.after, layout.before + shift)
+    drawn = draw_bins(image, boxes, layout)
+    assert drawn.dtype == torch.uint8 and drawn.shape == (3, 64, 96)
+
+
+def test_plain_extractor_has_no_offsets_to_draw():
+    model = build_faster_rcnn(2, roi_extractor="roi_align")
+    with pytest.raises(ValueError, match="learns no offsets"):
+        bin_layout(model, torch.randn(3, 32, 32), torch.tensor([[1.0, 1.0, 20.0, 20.0]]))
+
+
+def test_visualize_writes_images(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = coco_args(tmp_path / "coco")
+    model = [*FAST_MODEL, "--model.roi_extractor", "deform_psroi_pool"]
+    train([*data, *model, *FAST_TRAINER, "--trainer.max_steps", "2"])
+    ckpt = tmp_path / "runs" / "detkit" / "checkpoints" / "last.ckpt"
+    written = visualize([*data, *model, "--ckpt", str(ckpt), "--out", str(tmp_path / "viz"),
+                         "--num_images", "2", "--score_thresh", "0.0"])
+    names = sorted(p.name for p in written)
+    assert len(names) == 4 and sum(n.endswith("_offsets.png") for n in names) == 2
+    with Image.open(written[0]) as image:
+        assert image.size == (64, 64)

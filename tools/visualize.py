@@ -1,0 +1,14 @@
+"""Draw predictions and learned offsets on validation images.
+
+    python tools/visualize.py --config CFG --ckpt CKPT --out DIR [--num_images 8]
+        [--score_thresh 0.5] [data overrides]
+
+Writes DIR/image<ID>.png (ground truth green, predictions red) and, for deformable extractors
+(deform_roi_pool, mdeform_roi_pool, deform_psroi_pool), DIR/image<ID>_offsets.png: each top
+detection's pooling bins, grey dots at the regular grid joined to the moved bins.
+"""
+
+from detkit.engine.cli import visualize
+
+if __name__ == "__main__":
+    visualize()
