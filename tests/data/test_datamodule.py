@@ -3,6 +3,7 @@ import torch
 from lightning.pytorch import seed_everything
 
 from detkit.data import DetectionDataModule
+from detkit.data.synthetic import CATEGORY_NAMES, SyntheticSpec, ensure_dataset
 from tests.data.helpers import flat_voc, small_coco
 
 SMALL = {"min_size": 32, "max_size": 64}
@@ -63,12 +64,20 @@ def test_voc_setup_and_one_train_batch(tmp_path):
     _check_batch(next(iter(dm.train_dataloader())), 3, 2)
 
 
-def test_synthetic_is_not_implemented_yet(tmp_path):
-    dm = DetectionDataModule(format="synthetic", root=str(tmp_path))
-    message = "the built-in synthetic dataset is not implemented yet; use --data.format coco or voc"
-    with pytest.raises(NotImplementedError) as info:
-        dm.setup("fit")
-    assert str(info.value) == message
+def test_synthetic_setup_and_one_train_batch(tmp_path):
+    spec = SyntheticSpec(seed=2, image_size=128, train_images=4, val_images=2, test_images=1,
+                         max_objects=3, max_object_size=110, max_distractors=2)
+    root = tmp_path / "synthetic"
+    ensure_dataset(root, spec)  # a tiny set; the DataModule reuses whatever set root holds
+    dm = DetectionDataModule(format="synthetic", root=str(root), batch_size=2, **SMALL)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.num_classes == 6 and dm.category_names == list(CATEGORY_NAMES)
+    assert dm.label_to_category_id == [-1, 1, 2, 3, 4, 5, 6]
+    assert len(dm.train_dataset) == 4 and len(dm.val_dataset) == 2
+    assert dm.coco_paths["val_ann"] == str(root / "annotations" / "instances_val.json")
+    _check_batch(next(iter(dm.train_dataloader())), 2, 6)
+    _check_batch(next(iter(dm.val_dataloader())), 2, 6)
 
 
 @pytest.mark.parametrize("kwargs, names", [

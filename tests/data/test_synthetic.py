@@ -1,0 +1,150 @@
+import contextlib
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from detkit.data import CocoDetection
+from detkit.data.synthetic import (
+    CATEGORY_NAMES,
+    SIZE_BUCKETS,
+    SyntheticSpec,
+    dataset_statistics,
+    ensure_dataset,
+    render_image,
+    size_bucket,
+)
+
+TINY = SyntheticSpec(seed=3, image_size=128, train_images=4, val_images=2, test_images=2,
+                     max_objects=3, max_object_size=110, max_distractors=2)
+# Large enough for bucket shares and every class to show. 256 px as by default: COCO's buckets
+# are absolute sizes, so in much smaller images the large objects no longer fit.
+MODERATE = SyntheticSpec(seed=0, train_images=60, val_images=0, test_images=0)
+
+
+@pytest.fixture(scope="module")
+def moderate(tmp_path_factory) -> dict[str, str]:
+    return ensure_dataset(tmp_path_factory.mktemp("moderate") / "set", MODERATE)
+
+
+def _load(ann_file: str) -> dict:
+    return json.loads(Path(ann_file).read_text())
+
+
+def test_same_spec_gives_same_files_and_another_seed_differs(tmp_path):
+    first = ensure_dataset(tmp_path / "a", TINY)
+    second = ensure_dataset(tmp_path / "b", TINY)
+    for split in ("train", "val", "test"):
+        assert _load(first[f"{split}_ann"]) == _load(second[f"{split}_ann"])
+        for path in sorted(Path(first[f"{split}_images"]).iterdir()):
+            assert path.read_bytes() == (Path(second[f"{split}_images"]) / path.name).read_bytes()
+    other = SyntheticSpec(**{**TINY.__dict__, "seed": 4})
+    image, annotations = render_image(TINY, "train", 0)
+    other_image, other_annotations = render_image(other, "train", 0)
+    assert not np.array_equal(image, other_image) and annotations != other_annotations
+
+
+def test_images_do_not_depend_on_other_splits_or_order():
+    bigger = SyntheticSpec(**{**TINY.__dict__, "train_images": 50})
+    for index in (1, 0):
+        image, annotations = render_image(TINY, "val", index)
+        again, again_annotations = render_image(bigger, "val", index)
+        assert np.array_equal(image, again) and annotations == again_annotations
+
+
+def test_size_buckets_are_balanced_and_every_class_appears(moderate):
+    stats = dataset_statistics(moderate)["train"]
+    assert stats["images"] == 60 and stats["objects"] >= 120
+    for bucket in SIZE_BUCKETS:
+        assert 0.25 <= stats["per_bucket"][bucket] / stats["objects"] <= 0.42, stats
+    assert all(stats["per_class"][name] > 0 for name in CATEGORY_NAMES), stats
+
+
+def test_boxes_and_areas_are_consistent(moderate):
+    coco = _load(moderate["train_ann"])
+    assert [c["id"] for c in coco["categories"]] == [1, 2, 3, 4, 5, 6]
+    assert [c["name"] for c in coco["categories"]] == list(CATEGORY_NAMES)
+    for ann in coco["annotations"]:
+        x, y, w, h = ann["bbox"]
+        assert w >= 1 and h >= 1 and x >= 0 and y >= 0 and x + w <= 256 and y + h <= 256
+        assert 0 < ann["area"] <= w * h
+        assert ann["iscrowd"] == 0 and MODERATE.min_visibility <= ann["visibility"] <= 1
+    assert len({a["id"] for a in coco["annotations"]}) == len(coco["annotations"])
+
+
+def test_image_ids_are_unique_across_splits(tmp_path):
+    paths = ensure_dataset(tmp_path / "set", TINY)
+    ids = [img["id"] for split in ("train", "val", "test")
+           for img in _load(paths[f"{split}_ann"])["images"]]
+    assert len(ids) == len(set(ids)) == 8
+
+
+def test_set_loads_through_coco_detection_and_pycocotools(moderate):
+    dataset = CocoDetection(moderate["train_images"], moderate["train_ann"])
+    assert len(dataset) == 60 and dataset.category_names == list(CATEGORY_NAMES)
+    image, target = dataset[0]
+    assert tuple(image.shape) == (3, 256, 256)
+    assert dataset.stats["boxes_clipped"] == dataset.stats["boxes_dropped_empty"] == 0
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(moderate["train_ann"])
+    assert len(coco.getAnnIds()) == dataset_statistics(moderate)["train"]["objects"]
+    # COCO's own size buckets (from ``area``) agree with ours
+    small = [a for a in coco.loadAnns(coco.getAnnIds(areaRng=[0, 32**2]))]
+    assert all(size_bucket(a["area"]) == "small" for a in small)
+
+
+def test_existing_set_is_reused_and_another_spec_refused(tmp_path, caplog):
+    root = tmp_path / "set"
+    paths = ensure_dataset(root, TINY)
+    files = [p for p in root.rglob("*") if p.is_file()]
+    mtimes = {p: p.stat().st_mtime_ns for p in files}
+    with caplog.at_level(logging.INFO, logger="detkit.data.synthetic"):
+        assert ensure_dataset(root, TINY) == paths
+        assert ensure_dataset(str(root)) == paths  # spec None: whatever set is there
+    assert "reusing" in caplog.text
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == mtimes
+    other = SyntheticSpec(**{**TINY.__dict__, "max_objects": 4})
+    with pytest.raises(ValueError) as info:
+        ensure_dataset(root, other)
+    assert str(root) in str(info.value)
+    assert "'max_objects': 3" in str(info.value) and "'max_objects': 4" in str(info.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["set"]  # no partial folder left behind
+
+
+def test_refuses_a_folder_with_other_files_and_an_incomplete_set(tmp_path):
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a synthetic set"):
+        ensure_dataset(tmp_path / "user", TINY)
+    paths = ensure_dataset(tmp_path / "set", TINY)
+    Path(paths["val_ann"]).unlink()
+    with pytest.raises(ValueError, match="incomplete"):
+        ensure_dataset(tmp_path / "set", TINY)
+
+
+def test_an_existing_empty_folder_is_filled(tmp_path):
+    paths = ensure_dataset(tmp_path, TINY)
+    assert Path(paths["train_ann"]).is_file() and (tmp_path / "spec.json").is_file()
+
+
+def test_a_failed_generation_leaves_nothing(tmp_path, monkeypatch):
+    import detkit.data.synthetic as synthetic
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(synthetic, "generate_split", fail)
+    with pytest.raises(RuntimeError):
+        ensure_dataset(tmp_path / "set", TINY)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs", [{"seed": -1}, {"min_object_size": 40},
+                                    {"max_object_size": 90}, {"min_visibility": 0}])
+def test_invalid_specs_are_refused(kwargs):
+    with pytest.raises(ValueError, match="invalid SyntheticSpec"):
+        SyntheticSpec(**kwargs)
