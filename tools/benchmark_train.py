@@ -2,6 +2,7 @@
 
     python tools/benchmark_train.py
     python tools/benchmark_train.py --image-size 512 --extractors roi_align,deform_roi_pool
+    python tools/benchmark_train.py --quality configs/quickstart.yaml   # quality per budget
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 import json
 import sys
 
+from detkit.benchmarks.quality import format_quality, run_quality
 from detkit.benchmarks.train import (
     TrainBenchConfig,
     compare_extractors,
@@ -27,8 +29,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default),
                             default=field.default)
     parser.add_argument("--json", help="also write the numbers to this JSON file")
+    parser.add_argument("--quality", metavar="CONFIG",
+                        help="instead: train CONFIG and torchvision's Faster R-CNN from scratch "
+                             "for the same wall-clock budget, compare test-split AP")
     args = vars(parser.parse_args(argv))
     out_json = args.pop("json")
+    quality = args.pop("quality")
+    if quality:
+        result = run_quality(quality, seed=args["seed"])
+        print(format_quality(result))
+        if out_json:
+            with open(out_json, "w") as f:
+                json.dump(result, f, indent=2)
+        return 0
     cfg = TrainBenchConfig(**args)
     versus = compare_with_torchvision(cfg)
     extractors = compare_extractors(cfg)

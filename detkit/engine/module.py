@@ -64,7 +64,8 @@ class DetectionModule(L.LightningModule):
 
     Args:
         num_classes: object classes (linked from the data module by the CLI).
-        backbone, norm, backbone_weights, trainable_layers: see ``build_faster_rcnn``.
+        backbone, norm, backbone_weights, trainable_layers, fpn_channels: see
+            ``build_faster_rcnn``.
         roi_extractor: a name in ``detkit.models.EXTRACTORS``; ``roi_extractor_args`` its options.
         rpn, roi_head: model settings.
         optimizer, schedule: training settings (gradient clipping and precision are the
@@ -73,7 +74,7 @@ class DetectionModule(L.LightningModule):
 
     def __init__(
         self, num_classes: int, *, backbone: str = "resnet18", norm: Norm = "group",
-        backbone_weights: str | None = None, trainable_layers: int = 5,
+        backbone_weights: str | None = None, trainable_layers: int = 5, fpn_channels: int = 256,
         roi_extractor: str = "roi_align", roi_extractor_args: dict[str, Any] | None = None,
         rpn: RPNSettings | None = None, roi_head: RoIHeadSettings | None = None,
         optimizer: OptimizerSettings | None = None, schedule: ScheduleSettings | None = None,
@@ -86,6 +87,7 @@ class DetectionModule(L.LightningModule):
         self.save_hyperparameters({
             "num_classes": num_classes, "backbone": backbone, "norm": norm,
             "backbone_weights": backbone_weights, "trainable_layers": trainable_layers,
+            "fpn_channels": fpn_channels,
             "roi_extractor": roi_extractor, "roi_extractor_args": roi_extractor_args or {},
             "rpn": dataclasses.asdict(rpn), "roi_head": dataclasses.asdict(roi_head),
             "optimizer": dataclasses.asdict(self.optimizer_settings),
@@ -93,7 +95,8 @@ class DetectionModule(L.LightningModule):
         })
         self.model = build_faster_rcnn(
             num_classes, backbone=backbone, norm=norm, backbone_weights=backbone_weights,
-            trainable_layers=trainable_layers, roi_extractor=roi_extractor,
+            trainable_layers=trainable_layers, fpn_channels=fpn_channels,
+            roi_extractor=roi_extractor,
             roi_extractor_args=roi_extractor_args, rpn=rpn, roi_head=roi_head)
         self._val_results: list[dict] = []
         self._val_proposals: dict[int, Tensor] = {}

@@ -14,7 +14,9 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
+from torchvision.models import resnet
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, mobilenet_backbone
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large")
@@ -67,29 +69,28 @@ class BackboneFPN(nn.Module):
 
 def build_backbone(
     name: str = "resnet18", *, norm: Norm = "group", weights_path: str | None = None,
-    trainable_layers: int = 5,
+    trainable_layers: int = 5, fpn_channels: int = 256,
 ) -> BackboneFPN:
-    """Build ``name`` + FPN (256 channels) from scratch, or from a local torchvision state dict.
+    """Build ``name`` + FPN from scratch, or from a local torchvision state dict.
 
     Args:
         name: one of ``BACKBONES``.
-        norm: see :func:`norm_layer`; FPN layers use GroupNorm when ``norm="group"``.
+        norm: see :func:`norm_layer`; FPN layers use GroupNorm too when ``norm="group"``.
         weights_path: a torchvision ImageNet state dict on disk (``resnet18-f37072fd.pth``...);
             nothing is ever downloaded.
         trainable_layers: backbone stages left trainable (5 = all), as torchvision counts them.
+        fpn_channels: FPN width (the FPN paper's 256; the FPN and RPN convolutions on the
+            stride-4 level dominate a CPU step and scale with its square). ResNets only.
     """
     if name not in BACKBONES:
         raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {name!r}")
     if name.startswith("resnet"):
-        body = resnet_fpn_backbone(backbone_name=name, weights=None, norm_layer=norm_layer(norm),
-                                   trainable_layers=trainable_layers)
-        if norm == "group":  # torchvision builds the FPN without norm; GN there too from scratch
-            body.fpn = type(body.fpn)(
-                _fpn_in_channels(body.fpn), body.out_channels,
-                extra_blocks=body.fpn.extra_blocks, norm_layer=norm_layer(norm))
+        body = _resnet_fpn(name, norm, trainable_layers, fpn_channels)
         if weights_path:
             _load_backbone_weights(body.body, weights_path)
     else:
+        if fpn_channels != 256:
+            raise ValueError(f"fpn_channels is fixed at 256 for {name}, got {fpn_channels}")
         body = mobilenet_backbone(backbone_name=name, weights=None, fpn=True,
                                   norm_layer=_mobilenet_norm(norm),
                                   trainable_layers=min(trainable_layers, 6),
@@ -100,12 +101,23 @@ def build_backbone(
     return BackboneFPN(body, _level_strides(body))
 
 
-def _fpn_in_channels(fpn: nn.Module) -> list[int]:
-    channels = []
-    for block in fpn.inner_blocks:
-        conv = block[0] if isinstance(block, nn.Sequential) else block
-        channels.append(conv.in_channels)
-    return channels
+def _resnet_fpn(name: str, norm: Norm, trainable_layers: int, fpn_channels: int) -> nn.Module:
+    """torchvision's ``resnet_fpn_backbone`` with the FPN width and norm as arguments (it fixes
+    256 channels and builds the FPN without normalisation)."""
+    if not 0 <= trainable_layers <= 5:
+        raise ValueError(f"trainable_layers must be in [0, 5], got {trainable_layers}")
+    net = resnet.__dict__[name](weights=None, norm_layer=norm_layer(norm))
+    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    if trainable_layers == 5:
+        trainable.append("bn1")
+    for param_name, param in net.named_parameters():
+        if not any(param_name.startswith(layer) for layer in trainable):
+            param.requires_grad_(False)
+    widths = [net.inplanes // 8 * 2**i for i in range(4)]  # C2..C5 (inplanes = C5 width)
+    return BackboneWithFPN(
+        net, {f"layer{i}": str(i - 1) for i in range(1, 5)}, widths, fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
+        norm_layer=norm_layer(norm) if norm == "group" else None)
 
 
 @torch.no_grad()

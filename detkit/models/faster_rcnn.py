@@ -161,7 +161,7 @@ def build_roi_heads(
 
 def build_faster_rcnn(
     num_classes: int, *, backbone: str = "resnet18", norm: Norm = "group",
-    backbone_weights: str | None = None, trainable_layers: int = 5,
+    backbone_weights: str | None = None, trainable_layers: int = 5, fpn_channels: int = 256,
     roi_extractor: str = "roi_align", roi_extractor_args: dict[str, Any] | None = None,
     rpn: RPNSettings | None = None, roi_head: RoIHeadSettings | None = None,
 ) -> FasterRCNN:
@@ -173,6 +173,7 @@ def build_faster_rcnn(
         norm: backbone/FPN normalisation, see :func:`detkit.models.backbone.norm_layer`.
         backbone_weights: path of a torchvision ImageNet state dict; None = from scratch.
         trainable_layers: backbone stages to train (5 = all).
+        fpn_channels: FPN width (256 in the FPN paper).
         roi_extractor: a name in :data:`detkit.models.roi_extractors.EXTRACTORS`.
         roi_extractor_args: that extractor's own keyword arguments.
         rpn, roi_head: settings; None = defaults.
@@ -180,7 +181,7 @@ def build_faster_rcnn(
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     body = build_backbone(backbone, norm=norm, weights_path=backbone_weights,
-                          trainable_layers=trainable_layers)
+                          trainable_layers=trainable_layers, fpn_channels=fpn_channels)
     extractor = build_roi_extractor(roi_extractor, in_channels=body.out_channels,
                                     **(roi_extractor_args or {}))
     return FasterRCNN(
