@@ -42,6 +42,8 @@ def trainer_defaults() -> dict[str, Any]:
         "callbacks": [
             ModelCheckpoint(monitor="val/AP", mode="max", save_last=True,
                             filename="best-step{step}", auto_insert_metric_name=False),
+            # last.ckpt also every 100 steps, so a killed run resumes close to where it stopped
+            ModelCheckpoint(save_top_k=0, save_last=True, every_n_train_steps=100),
             LearningRateMonitor(logging_interval="step"),
             ValidationImageLogger(),
         ],
@@ -102,7 +104,7 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
 def _save_final_last(trainer: L.Trainer) -> None:
     """ModelCheckpoint writes last.ckpt at validation; a run that ends between validations
     (max_steps) would leave it behind the final step, so resuming would redo steps."""
-    callback = trainer.checkpoint_callback
+    callback = trainer.checkpoint_callback  # the first one: best val AP, and last
     if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
         path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}.ckpt"
         trainer.save_checkpoint(path)
