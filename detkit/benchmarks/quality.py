@@ -27,7 +27,7 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-from detkit.data import CocoDetection, DetectionDataModule, collate
+from detkit.data import CocoDetection, DetectionDataModule, collate, original_scale
 from detkit.data.transforms import eval_transforms
 from detkit.eval import evaluate_detections, to_coco_results
 
@@ -95,9 +95,8 @@ def evaluate_on(model: nn.Module, dataset: CocoDetection, batch_size: int = 4,
     for images, targets in loader:
         for output, target in zip(model(images), targets, strict=True):
             boxes = output["boxes_xyxy" if detkit_keys else "boxes"]
-            (in_h, in_w), (orig_h, orig_w) = target["input_size"], target["orig_size"]
-            scale = torch.tensor([orig_w / in_w, orig_h / in_h] * 2)
-            results += to_coco_results(int(target["image_id"]), boxes * scale, output["scores"],
+            results += to_coco_results(int(target["image_id"]),
+                                       boxes * original_scale(target), output["scores"],
                                        output["labels"], dataset.label_to_category_id)
     return evaluate_detections(dataset.coco_gt, results, dataset.image_ids)
 

@@ -12,6 +12,7 @@ from detkit.data.base import (
     UnreadableImageError,
     clip_boxes_xyxy,
     collate,
+    original_scale,
 )
 from detkit.data.coco import CocoDetection
 from detkit.data.datamodule import DetectionDataModule
@@ -38,6 +39,7 @@ __all__ = [
     "UnreadableImageError",
     "VocDetection",
     "clip_boxes_xyxy",
+    "original_scale",
     "collate",
     "eval_transforms",
     "parse_voc_xml",

@@ -57,6 +57,14 @@ class ImageRecord:
     labels: np.ndarray
 
 
+def original_scale(target: dict[str, Any]) -> Tensor:
+    """``Tensor[4]`` that maps xyxy boxes from the transformed image (``input_size``) back to the
+    file's pixels (``orig_size``): ``boxes_original = boxes_xyxy * original_scale(target)``."""
+    in_h, in_w = target["input_size"]
+    orig_h, orig_w = target["orig_size"]
+    return torch.tensor([orig_w / in_w, orig_h / in_h] * 2)
+
+
 def clip_boxes_xyxy(
     boxes_xyxy: np.ndarray, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,7 +10,6 @@ coordinates and category ids).
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from detkit.engine.module import DetectionModule, OptimizerSettings, ScheduleSet
 from detkit.eval import format_metrics_table
 from detkit.models import RoIHeadSettings, RPNSettings
 
-log = logging.getLogger("detkit")
 
 def trainer_defaults() -> dict[str, Any]:
     """Trainer defaults: TensorBoard logging, best-AP and last checkpoints, learning-rate and

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from detkit.data import original_scale
 from detkit.eval import evaluate_detections, proposal_recall, to_coco_results, voc_ap
 from detkit.models import RoIHeadSettings, RPNSettings, build_faster_rcnn
 from detkit.models.backbone import Norm
@@ -181,7 +182,7 @@ class DetectionModule(L.LightningModule):
         self._infer_images += len(images)
         label_map = self._val_dataset().label_to_category_id
         for output, target in zip(outputs, targets, strict=True):
-            scale = _to_original(target).to(output["boxes_xyxy"].device)
+            scale = original_scale(target).to(output["boxes_xyxy"].device)
             image_id = int(target["image_id"])
             boxes = output["boxes_xyxy"].float() * scale
             self._val_results += to_coco_results(image_id, boxes, output["scores"],
@@ -233,10 +234,3 @@ class DetectionModule(L.LightningModule):
     def _val_dataset(self) -> Any:
         return self.trainer.datamodule.val_dataset
 
-
-def _to_original(target: dict) -> Tensor:
-    """``Tensor[4]`` that maps xyxy boxes from the transformed image back to the file's pixels."""
-    in_h, in_w = target["input_size"]
-    orig_h, orig_w = target["orig_size"]
-    sx, sy = orig_w / in_w, orig_h / in_h
-    return torch.tensor([sx, sy, sx, sy])

@@ -34,6 +34,22 @@ def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return value  # type: ignore[return-value]
 
 
+def boxes_to_rois(boxes_per_image: Sequence[Tensor]) -> Tensor:
+    """``[Tensor[L_i, 4]]`` xyxy boxes, one per image -> ``Tensor[K, 5]`` ``(batch_index, x1, y1,
+    x2, y2)`` with image ``i`` at batch index ``i`` (at least one entry).
+
+    Raises:
+        ValueError: an entry is not a ``Tensor[L, 4]`` (named by its index in ``rois``).
+    """
+    parts = []
+    for i, boxes in enumerate(boxes_per_image):
+        if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
+            shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+            raise ValueError(f"rois[{i}] must be a Tensor[L, 4] of xyxy boxes, got {shape}")
+        parts.append(torch.cat([torch.full_like(boxes[:, :1], i), boxes], dim=1))
+    return torch.cat(parts, dim=0)
+
+
 def as_roi_tensor(rois: RoIs, input: Tensor) -> Tensor:
     """Return RoIs as ``Tensor[K, 5]`` ``(batch_index, x1, y1, x2, y2)`` in input-image pixels.
 
@@ -47,17 +63,7 @@ def as_roi_tensor(rois: RoIs, input: Tensor) -> Tensor:
             ``[0, N)``.
     """
     if isinstance(rois, (list, tuple)):
-        parts = []
-        for i, boxes in enumerate(rois):
-            if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
-                shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
-                raise ValueError(f"rois[{i}] must be a Tensor[L, 4] of xyxy boxes, got {shape}")
-            index = torch.full_like(boxes[:, :1], i)
-            parts.append(torch.cat([index, boxes], dim=1))
-        if not parts:
-            rois = input.new_zeros((0, 5))
-        else:
-            rois = torch.cat(parts, dim=0)
+        rois = boxes_to_rois(rois) if rois else input.new_zeros((0, 5))
     elif not isinstance(rois, Tensor):
         raise TypeError(f"rois must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(rois)}")
     if rois.dim() != 2 or rois.shape[1] != 5:

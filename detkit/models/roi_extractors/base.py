@@ -64,15 +64,6 @@ def scale_of(name: str) -> float:
     return 2.0 ** -level_of(name)
 
 
-def rois_from_boxes(boxes_per_image: Sequence[Tensor]) -> Tensor:
-    """``[Tensor[L_i, 4]]`` -> ``Tensor[K, 5]`` ``(batch_index, x1, y1, x2, y2)``."""
-    parts = [
-        torch.cat([torch.full_like(boxes[:, :1], i), boxes], dim=1)
-        for i, boxes in enumerate(boxes_per_image)
-    ]
-    return torch.cat(parts, dim=0)
-
-
 def check_featmap_names(featmap_names: Sequence[str]) -> tuple[str, ...]:
     names = tuple(featmap_names)
     if not names:

@@ -13,7 +13,6 @@ from detkit.models.roi_extractors.base import (
     RoIExtractor,
     check_featmap_names,
     pool_by_level,
-    rois_from_boxes,
     scale_of,
 )
 from detkit.models.roi_extractors.pooling import FPN_LEVELS
@@ -91,7 +90,7 @@ class DeformRoIPoolExtractor(RoIExtractor):
                                          gamma=self.gamma)
             return (pooled, offset) if mask is None else (pooled, offset, mask)
 
-        results = pool_by_level(features, rois_from_boxes(boxes_per_image), self.featmap_names,
+        results = pool_by_level(features, ops.boxes_to_rois(boxes_per_image), self.featmap_names,
                                 pool)
         return results[0], results[1], results[2] if self.modulated else None
 
@@ -131,7 +130,7 @@ class PSRoIAlignExtractor(RoIExtractor):
             return ops.ps_roi_align(self.thin(features[name]), rois, self.output_size,
                                     scale_of(name), self.sampling_ratio)
 
-        return pool_by_level(features, rois_from_boxes(boxes_per_image), self.featmap_names, pool)
+        return pool_by_level(features, ops.boxes_to_rois(boxes_per_image), self.featmap_names, pool)
 
 
 class DeformPSRoIPoolExtractor(RoIExtractor):
@@ -185,6 +184,6 @@ class DeformPSRoIPoolExtractor(RoIExtractor):
                 sample_per_part=self.sample_per_part, trans_std=self.trans_std)
             return pooled, offset
 
-        pooled, offset = pool_by_level(features, rois_from_boxes(boxes_per_image),
+        pooled, offset = pool_by_level(features, ops.boxes_to_rois(boxes_per_image),
                                        self.featmap_names, pool)
         return pooled, offset, None

@@ -14,7 +14,6 @@ from detkit.models.roi_extractors.base import (
     RoIExtractor,
     check_featmap_names,
     pool_by_level,
-    rois_from_boxes,
     scale_of,
 )
 
@@ -45,7 +44,7 @@ class LevelMappedRoIAlign(RoIExtractor):
             return ops.roi_align(features[name], rois, self.output_size, scale_of(name),
                                  self.sampling_ratio, self.aligned)
 
-        return pool_by_level(features, rois_from_boxes(boxes_per_image), self.featmap_names, pool)
+        return pool_by_level(features, ops.boxes_to_rois(boxes_per_image), self.featmap_names, pool)
 
 
 class SingleLevelRoIAlign(LevelMappedRoIAlign):
@@ -78,7 +77,7 @@ class LevelMappedRoIPool(RoIExtractor):
         def pool(name: str, rois: Tensor) -> Tensor:
             return ops.roi_pool(features[name], rois, self.output_size, scale_of(name))
 
-        return pool_by_level(features, rois_from_boxes(boxes_per_image), self.featmap_names, pool)
+        return pool_by_level(features, ops.boxes_to_rois(boxes_per_image), self.featmap_names, pool)
 
 
 class PyramidFusion(RoIExtractor):
@@ -109,7 +108,7 @@ class PyramidFusion(RoIExtractor):
 
     def forward(self, features: dict[str, Tensor], boxes_per_image: list[Tensor],
                 image_sizes: list[tuple[int, int]]) -> Tensor:
-        rois = rois_from_boxes(boxes_per_image)
+        rois = ops.boxes_to_rois(boxes_per_image)
         pooled = [
             ops.roi_align(features[name], rois, self.output_size, scale_of(name),
                           self.sampling_ratio, self.aligned)
@@ -159,4 +158,4 @@ class SpatialPyramidPool(RoIExtractor):
                           for g in self.grids]
             return torch.cat([p.flatten(1) for p in pooled], dim=1)
 
-        return pool_by_level(features, rois_from_boxes(boxes_per_image), self.featmap_names, pool)
+        return pool_by_level(features, ops.boxes_to_rois(boxes_per_image), self.featmap_names, pool)
