@@ -156,7 +156,7 @@ def visualize(argv: list[str] | None = None) -> list[Path]:
     data.setup("validate")
     out = Path(cli.config["out"])
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, no_offsets = [], 0
     for index in range(min(cli.config["num_images"], len(data.val_dataset))):
         image, target = data.val_dataset[index]
         with torch.no_grad():
@@ -168,9 +168,14 @@ def visualize(argv: list[str] | None = None) -> list[Path]:
         if is_deformable(module.model):
             figure = offsets_figure(module.model, image, output,
                                     score_thresh=cli.config["score_thresh"])
-            if figure is not None:
+            if figure is None:
+                no_offsets += 1
+            else:
                 written.append(save_png(figure, stem.with_name(stem.name + "_offsets.png")))
     print(f"wrote {len(written)} images to {out}")
+    if no_offsets:
+        print(f"no offsets drawn on {no_offsets} image(s): no detection scored >= "
+              f"{cli.config['score_thresh']} there (lower --score_thresh to see more)")
     return written
 
 

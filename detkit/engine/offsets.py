@@ -72,16 +72,23 @@ def bin_layout(model: FasterRCNN, image: Tensor, boxes_xyxy: Tensor) -> BinLayou
     return BinLayout(before, after, None if mask is None else mask[:, 0])
 
 
-def draw_bins(image: Tensor, boxes_xyxy: Tensor, layout: BinLayout) -> Tensor:
-    """``uint8 Tensor[3, H, W]``: RoI boxes (white), regular bin centres (grey dots), each joined
-    to its moved bin (a coloured rectangle; brightness = modulation when there is a mask)."""
+def draw_bins(image: Tensor, boxes_xyxy: Tensor, layout: BinLayout, *, zoom: int = 1) -> Tensor:
+    """``uint8 Tensor[3, zoom * H, zoom * W]``: RoI boxes (white), regular bin centres (grey
+    dots), each joined to its moved bin (a coloured rectangle; brightness = modulation when there
+    is a mask). ``zoom`` enlarges the picture (not the lines) so that 7 x 7 bins on a small RoI
+    stay legible."""
+    if zoom < 1:
+        raise ValueError(f"zoom must be a positive integer, got {zoom}")
     canvas = Image.fromarray(to_uint8(image).permute(1, 2, 0).numpy())
+    if zoom > 1:
+        canvas = canvas.resize((canvas.width * zoom, canvas.height * zoom), Image.NEAREST)
     draw = ImageDraw.Draw(canvas)
     palette = [(255, 80, 80), (80, 200, 255), (255, 210, 60), (120, 255, 120), (230, 120, 255)]
-    for k, box in enumerate(boxes_xyxy.tolist()):
+    for k, box in enumerate((boxes_xyxy * zoom).tolist()):
         colour = palette[k % len(palette)]
         draw.rectangle(box, outline=(255, 255, 255), width=2)
-        before, after = layout.before[k].reshape(-1, 4), layout.after[k].reshape(-1, 4)
+        before = layout.before[k].reshape(-1, 4) * zoom
+        after = layout.after[k].reshape(-1, 4) * zoom
         weights = (layout.mask[k].reshape(-1) if layout.mask is not None
                    else torch.ones(len(before)))
         for b, a, w in zip(before.tolist(), after.tolist(), weights.tolist(), strict=True):
@@ -95,8 +102,9 @@ def draw_bins(image: Tensor, boxes_xyxy: Tensor, layout: BinLayout) -> Tensor:
 
 
 def offsets_figure(model: FasterRCNN, image: Tensor, output: dict, *, score_thresh: float = 0.5,
-                   max_boxes: int = 3) -> Tensor | None:
-    """Bins of the top detections on one image, or None when nothing scores high enough."""
+                   max_boxes: int = 3, min_side: int = 512) -> Tensor | None:
+    """Bins of the top detections on one image, or None when nothing scores high enough. Small
+    images are enlarged by a whole factor until their longer side reaches ``min_side``."""
     keep = output["scores"] >= score_thresh
     boxes = output["boxes_xyxy"][keep][:max_boxes].float().cpu()
     if not len(boxes):
@@ -105,4 +113,5 @@ def offsets_figure(model: FasterRCNN, image: Tensor, output: dict, *, score_thre
     layout = bin_layout(model, image.to(model_device), boxes.to(model_device))
     layout = BinLayout(layout.before.cpu(), layout.after.cpu(),
                        None if layout.mask is None else layout.mask.cpu())
-    return draw_bins(image.cpu(), boxes, layout)
+    zoom = max(1, -(-min_side // max(image.shape[-2:])))
+    return draw_bins(image.cpu(), boxes, layout, zoom=zoom)

@@ -25,6 +25,10 @@ def test_bins_move_by_gamma_times_roi_size_times_offset():
     torch.testing.assert_close(layout.after, layout.before + shift)
     drawn = draw_bins(image, boxes, layout)
     assert drawn.dtype == torch.uint8 and drawn.shape == (3, 64, 96)
+    zoomed = draw_bins(image, boxes, layout, zoom=3)
+    assert zoomed.shape == (3, 192, 288)
+    # the RoI's white outline lands at 3x its coordinates: column x1 = 8 -> 24, inside the box
+    assert (zoomed[:, 3 * 30, 24] == 255).all() and not (drawn[:, 30, 24] == 255).all()
 
 
 def test_plain_extractor_has_no_offsets_to_draw():
@@ -45,3 +49,5 @@ def test_visualize_writes_images(tmp_path, monkeypatch):
     assert len(names) == 4 and sum(n.endswith("_offsets.png") for n in names) == 2
     with Image.open(written[0]) as image:
         assert image.size == (64, 64)
+    with Image.open(written[1]) as image:  # offsets enlarged to 512 px so the bins are legible
+        assert written[1].name.endswith("_offsets.png") and image.size == (512, 512)
