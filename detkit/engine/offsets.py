@@ -8,6 +8,7 @@ pixels as in feature-map pixels scaled by the stride: this module draws it in im
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,5 +114,5 @@ def offsets_figure(model: FasterRCNN, image: Tensor, output: dict, *, score_thre
     layout = bin_layout(model, image.to(model_device), boxes.to(model_device))
     layout = BinLayout(layout.before.cpu(), layout.after.cpu(),
                        None if layout.mask is None else layout.mask.cpu())
-    zoom = max(1, -(-min_side // max(image.shape[-2:])))
+    zoom = max(1, math.ceil(min_side / max(image.shape[-2:])))
     return draw_bins(image.cpu(), boxes, layout, zoom=zoom)
