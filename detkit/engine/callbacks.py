@@ -8,14 +8,14 @@ import lightning as L
 from torch import Tensor
 
 from detkit.engine.drawing import draw_detections
-from detkit.engine.offsets import is_deformable, offsets_figure
+from detkit.engine.offsets import offsets_figure
 
 
 class ValidationImageLogger(L.Callback):
     """Logs a fixed set of validation images (the first ``num_images`` of the unshuffled val
     loader) with ground truth and predictions drawn, the COCOeval precision-recall curves, and,
-    for deformable extractors, the sampling bins of the top detections before and after their
-    learned offsets (``val_offsets/i``).
+    for extractors that move their bins (``RoIExtractor.moves_bins``), the sampling bins of the
+    top detections before and after their learned offsets (``val_offsets/i``).
 
     Args:
         num_images: how many validation images to draw.
@@ -43,7 +43,7 @@ class ValidationImageLogger(L.Callback):
             if len(self._drawn) >= self.num_images:
                 break
             self._drawn.append(draw_detections(image, target, output, names, self.score_thresh))
-            if is_deformable(model):
+            if model.roi_extractor.moves_bins:
                 figure = offsets_figure(model, image, output, score_thresh=self.score_thresh)
                 if figure is not None:
                     self._offsets.append(figure)

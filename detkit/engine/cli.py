@@ -144,10 +144,10 @@ class VisualizeCLI(EvalCLI):
 
 
 def visualize(argv: list[str] | None = None) -> list[Path]:
-    """Draw predictions (and, for deformable extractors, sampling bins before/after the learned
-    offsets) on the first validation images; writes PNGs to ``--out``."""
+    """Draw predictions (and, for extractors that move their bins, the sampling bins before and
+    after the learned offsets) on the first validation images; writes PNGs to ``--out``."""
     from detkit.engine.drawing import draw_detections
-    from detkit.engine.offsets import is_deformable, offsets_figure
+    from detkit.engine.offsets import offsets_figure
     from detkit.engine.visualize import save_png
 
     cli = _cli(VisualizeCLI, argv, trainer_defaults={"logger": False})
@@ -165,7 +165,7 @@ def visualize(argv: list[str] | None = None) -> list[Path]:
         written.append(save_png(draw_detections(image, target, output, data.category_names,
                                                 cli.config["score_thresh"]),
                                 stem.with_suffix(".png")))
-        if is_deformable(module.model):
+        if module.model.roi_extractor.moves_bins:
             figure = offsets_figure(module.model, image, output,
                                     score_thresh=cli.config["score_thresh"])
             if figure is None:

@@ -1,15 +1,13 @@
 """Learned offsets made visible: each RoI's sampling bins before and after its offsets.
 
-For a deformable extractor, bin ``(ph, pw)`` of a RoI moves by ``gamma * roi_size * offset[:,
-ph, pw]`` (``deform_roi_pool``; ``trans_std`` for ``deform_psroi_pool``, whose offsets live on a
-``part x part`` grid). The shift is proportional to the RoI size, so it is the same in image
-pixels as in feature-map pixels scaled by the stride: this module draws it in image pixels.
+The geometry belongs to the extractor (:meth:`detkit.models.RoIExtractor.bin_layout`, which an
+extractor that moves its bins overrides); this module runs the backbone for one image, asks the
+model's extractor for the layout, and draws it in image pixels.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,60 +15,29 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from detkit.engine.drawing import to_uint8
-from detkit.models import FasterRCNN
+from detkit.models import EXTRACTORS, BinLayout, FasterRCNN
 from detkit.models.faster_rcnn import batch_images
-from detkit.models.roi_extractors import DeformPSRoIPoolExtractor, DeformRoIPoolExtractor
-
-DEFORMABLE = (DeformRoIPoolExtractor, DeformPSRoIPoolExtractor)
-
-
-@dataclass
-class BinLayout:
-    """Bin rectangles of ``K`` RoIs on a ``P x P`` grid, xyxy in input-image pixels.
-
-    Attributes:
-        before: ``Tensor[K, P, P, 4]`` the regular grid.
-        after: ``Tensor[K, P, P, 4]`` each bin moved by its learned offset.
-        mask: ``Tensor[K, P, P]`` modulation (DCNv2) or None.
-    """
-
-    before: Tensor
-    after: Tensor
-    mask: Tensor | None
-
-
-def is_deformable(model: FasterRCNN) -> bool:
-    return isinstance(model.roi_extractor, DEFORMABLE)
 
 
 @torch.no_grad()
 def bin_layout(model: FasterRCNN, image: Tensor, boxes_xyxy: Tensor) -> BinLayout:
     """Bins of ``boxes_xyxy: Tensor[K, 4]`` (input-image pixels) on ``image: Tensor[3, H, W]``
-    before and after the offsets the model's deformable extractor predicts for them."""
+    before and after the offsets the model's extractor predicts for them.
+
+    Raises:
+        ValueError: the model's extractor does not move its bins.
+    """
     extractor = model.roi_extractor
-    if not isinstance(extractor, DEFORMABLE):
-        raise ValueError(f"{type(extractor).__name__} learns no offsets; use a deformable "
-                         "extractor (deform_roi_pool, mdeform_roi_pool, deform_psroi_pool)")
+    if not extractor.moves_bins:
+        movers = ", ".join(name for name, cls in EXTRACTORS.items() if cls.moves_bins)
+        raise ValueError(f"{type(extractor).__name__} learns no offsets: its bins are a fixed "
+                         f"grid; extractors that move their bins: {movers}")
     features = model.backbone(batch_images([image], model.size_divisible).tensors)
-    _, offset, mask = extractor.forward_with_offsets(features, [boxes_xyxy])
-    p = extractor.output_size[0]
-    if isinstance(extractor, DeformPSRoIPoolExtractor):
-        # part cell of bin ph is floor(ph * part / P): expand the part grid to the bins
-        cell = torch.arange(p) * extractor.part_size // p
-        offset = offset[:, :, cell][:, :, :, cell]
-        scale = extractor.trans_std
-    else:
-        scale = extractor.gamma
-    x1, y1, x2, y2 = boxes_xyxy.unbind(dim=1)
-    width, height = (x2 - x1)[:, None, None], (y2 - y1)[:, None, None]
-    steps = torch.arange(p, dtype=boxes_xyxy.dtype)
-    left = x1[:, None, None] + steps[None, None, :] * width / p
-    top = y1[:, None, None] + steps[None, :, None] * height / p
-    before = torch.stack(torch.broadcast_tensors(left, top, left + width / p, top + height / p),
-                         dim=-1)
-    shift = torch.stack([scale * width * offset[:, 0], scale * height * offset[:, 1]], dim=-1)
-    after = before + shift.repeat(1, 1, 1, 2)
-    return BinLayout(before, after, None if mask is None else mask[:, 0])
+    layout = extractor.bin_layout(features, [boxes_xyxy])
+    if layout is None:
+        raise ValueError(f"{type(extractor).__name__}.bin_layout returned None although the "
+                         "class overrides it")
+    return layout
 
 
 def draw_bins(image: Tensor, boxes_xyxy: Tensor, layout: BinLayout, *, zoom: int = 1) -> Tensor:
@@ -111,8 +78,6 @@ def offsets_figure(model: FasterRCNN, image: Tensor, output: dict, *, score_thre
     if not len(boxes):
         return None
     model_device = next(model.parameters()).device
-    layout = bin_layout(model, image.to(model_device), boxes.to(model_device))
-    layout = BinLayout(layout.before.cpu(), layout.after.cpu(),
-                       None if layout.mask is None else layout.mask.cpu())
+    layout = bin_layout(model, image.to(model_device), boxes.to(model_device)).cpu()
     zoom = max(1, math.ceil(min_side / max(image.shape[-2:])))
     return draw_bins(image.cpu(), boxes, layout, zoom=zoom)

@@ -8,12 +8,18 @@ from detkit.models.faster_rcnn import (
     batch_images,
     build_faster_rcnn,
 )
-from detkit.models.roi_extractors import EXTRACTORS, RoIExtractor, build_roi_extractor
+from detkit.models.roi_extractors import (
+    EXTRACTORS,
+    BinLayout,
+    RoIExtractor,
+    build_roi_extractor,
+)
 
 __all__ = [
     "BACKBONES",
     "EXTRACTORS",
     "BackboneFPN",
+    "BinLayout",
     "FasterRCNN",
     "RPNSettings",
     "RoIExtractor",

@@ -33,8 +33,9 @@ def test_bins_move_by_gamma_times_roi_size_times_offset():
 
 def test_plain_extractor_has_no_offsets_to_draw():
     model = build_faster_rcnn(2, roi_extractor="roi_align")
-    with pytest.raises(ValueError, match="learns no offsets"):
+    with pytest.raises(ValueError, match="learns no offsets") as error:
         bin_layout(model, torch.randn(3, 32, 32), torch.tensor([[1.0, 1.0, 20.0, 20.0]]))
+    assert "deform_roi_pool, mdeform_roi_pool, deform_psroi_pool" in str(error.value)
 
 
 def test_visualize_writes_images(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from detkit import ops
 from detkit.models import EXTRACTORS, build_roi_extractor
-from detkit.models.roi_extractors import LevelMappedRoIAlign
+from detkit.models.roi_extractors import FPN_LEVELS, BinLayout, RoIAlignExtractor, RoIExtractor
 from tests.conftest import DEVICES
 
 
@@ -33,6 +33,11 @@ def make_boxes(device="cpu", counts=(7, 5), size=(64, 96), seed=0):
 SIZES = [(64, 96), (60, 90)]
 
 
+def rois_of(boxes):
+    return torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b], 1)
+                      for i, b in enumerate(boxes)])
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(EXTRACTORS))
 def test_every_extractor_pools_and_backpropagates(device, name):
@@ -57,7 +62,7 @@ def test_every_extractor_pools_and_backpropagates(device, name):
 def test_roi_align_extractor_equals_torchvision_multiscale_roi_align():
     feats = make_features(channels=8)
     boxes = make_boxes(counts=(30, 20))
-    ours = LevelMappedRoIAlign(in_channels=8)(feats, boxes, SIZES)
+    ours = RoIAlignExtractor(in_channels=8)(feats, boxes, SIZES)
     tv_feats = OrderedDict((str(i), feats[f"p{i + 2}"]) for i in range(4))
     reference = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)(tv_feats, boxes, [(64, 96)] * 2)
     torch.testing.assert_close(ours, reference)
@@ -66,7 +71,7 @@ def test_roi_align_extractor_equals_torchvision_multiscale_roi_align():
 def test_level_mapping_routes_rois():
     feats = make_features(channels=4)
     boxes = [torch.tensor([[0.0, 0.0, 20.0, 20.0], [0.0, 0.0, 120.0, 120.0]]), torch.zeros(0, 4)]
-    out = LevelMappedRoIAlign(in_channels=4)(feats, boxes, SIZES)
+    out = RoIAlignExtractor(in_channels=4)(feats, boxes, SIZES)
     rois = torch.cat([torch.zeros(2, 1), boxes[0]], dim=1)
     levels = ops.map_levels(rois, 2, 5).tolist()
     assert levels == [2, 3]  # 4 + log2(20 / 224) = 0.5 -> clamped to 2; 4 + log2(120 / 224) = 3.1
@@ -80,8 +85,7 @@ def test_single_level_pools_everything_from_one_map():
     boxes = make_boxes(counts=(4, 3))
     out = build_roi_extractor("roi_align_single", in_channels=4, featmap_name="p3")(
         feats, boxes, SIZES)
-    rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b], 1)
-                      for i, b in enumerate(boxes)])
+    rois = rois_of(boxes)
     torch.testing.assert_close(out, ops.roi_align(feats["p3"], rois, 7, 1 / 8, 2))
 
 
@@ -91,8 +95,7 @@ def test_pyramid_fusion(fusion):
     boxes = make_boxes(counts=(3, 2))
     extractor = build_roi_extractor("pyramid_fusion", in_channels=4, fusion=fusion)
     out = extractor(feats, boxes, SIZES)
-    rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b], 1)
-                      for i, b in enumerate(boxes)])
+    rois = rois_of(boxes)
     per_level = torch.stack([ops.roi_align(feats[f"p{lv}"], rois, 7, 2.0**-lv, 2, True)
                              for lv in range(2, 6)])
     if fusion == "sum":
@@ -119,19 +122,23 @@ def test_spp_concatenates_grids():
 def test_deformable_extractors_start_as_plain_pooling():
     feats = make_features(channels=4)
     boxes = make_boxes(counts=(6, 4))
-    plain = LevelMappedRoIAlign(in_channels=4, aligned=True)(feats, boxes, SIZES)
+    plain = RoIAlignExtractor(in_channels=4, aligned=True)(feats, boxes, SIZES)
     deform = build_roi_extractor("deform_roi_pool", in_channels=4, offset_fc_channels=32)
-    pooled, offset, mask = deform.forward_with_offsets(feats, boxes)
-    torch.testing.assert_close(pooled, plain)
-    assert mask is None and offset.abs().sum() == 0
+    torch.testing.assert_close(deform(feats, boxes, SIZES), plain)
+    layout = deform.bin_layout(feats, boxes)
+    assert layout.before.shape == (10, 7, 7, 4) and layout.mask is None
+    torch.testing.assert_close(layout.after, layout.before)  # zero-initialised offsets
     mdeform = build_roi_extractor("mdeform_roi_pool", in_channels=4, offset_fc_channels=32)
-    pooled, offset, mask = mdeform.forward_with_offsets(feats, boxes)
-    torch.testing.assert_close(pooled, 0.5 * plain)  # sigmoid(0) = 0.5 everywhere
-    torch.testing.assert_close(mask, torch.full_like(mask, 0.5))
-    # after moving the last offset layer, the pooled features change
+    torch.testing.assert_close(mdeform(feats, boxes, SIZES), 0.5 * plain)  # sigmoid(0) = 0.5
+    layout = mdeform.bin_layout(feats, boxes)
+    torch.testing.assert_close(layout.mask, torch.full((10, 7, 7), 0.5))
+    # after moving the last offset layer, the pooled features change and so do the bins
     with torch.no_grad():
         deform.offset_fc[-1].bias.fill_(0.5)
     assert not torch.allclose(deform(feats, boxes, SIZES), plain)
+    layout = deform.bin_layout(feats, boxes)
+    width = (layout.before[..., 2] - layout.before[..., 0]) * 7  # RoI width, per bin
+    torch.testing.assert_close(layout.after[..., 0] - layout.before[..., 0], 0.1 * width * 0.5)
 
 
 def test_deform_psroi_extractor_starts_as_plain_ps_pooling():
@@ -139,10 +146,11 @@ def test_deform_psroi_extractor_starts_as_plain_ps_pooling():
     boxes = make_boxes(counts=(6, 4))
     extractor = build_roi_extractor("deform_psroi_pool", in_channels=4, output_size=3,
                                     ps_channels=2)
-    pooled, offset, _ = extractor.forward_with_offsets(feats, boxes)
-    assert offset.shape == (10, 2, 3, 3) and offset.abs().sum() == 0
-    rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b], 1)
-                      for i, b in enumerate(boxes)])
+    pooled = extractor(feats, boxes, SIZES)
+    layout = extractor.bin_layout(feats, boxes)
+    assert layout.before.shape == (10, 3, 3, 4)
+    torch.testing.assert_close(layout.after, layout.before)
+    rois = rois_of(boxes)
     levels = ops.map_levels(rois, 2, 5)
     for k in range(10):
         lv = int(levels[k])
@@ -152,8 +160,59 @@ def test_deform_psroi_extractor_starts_as_plain_ps_pooling():
         torch.testing.assert_close(pooled[k : k + 1], direct)
 
 
+def test_deform_psroi_bins_move_with_their_part_cell():
+    feats = make_features(channels=4)
+    boxes = make_boxes(counts=(3, 2))
+    extractor = build_roi_extractor("deform_psroi_pool", in_channels=4, featmap_names=["p3"],
+                                    output_size=4, part_size=2, trans_std=0.2)
+    with torch.no_grad():
+        extractor.offset_conv.bias.copy_(torch.linspace(-1.0, 1.0, 8))
+    layout = extractor.bin_layout(feats, boxes)
+    rois = rois_of(boxes)
+    offset = extractor.level_offsets(feats["p3"], rois, 1 / 8)  # Tensor[5, 2, 2, 2]
+    assert offset.abs().sum() > 0
+    size = (rois[:, 3:] - rois[:, 1:3])[:, :, None, None]  # (w, h) per RoI
+    cell = torch.tensor([0, 0, 1, 1])  # bins 0, 1 read part cell 0; bins 2, 3 part cell 1
+    expected = (0.2 * size * offset[:, :, cell][:, :, :, cell]).permute(0, 2, 3, 1)
+    torch.testing.assert_close(layout.after[..., :2] - layout.before[..., :2], expected)
+    torch.testing.assert_close(layout.after[..., 2:] - layout.before[..., 2:], expected)
+
+
+def test_bin_layout_regular_grid():
+    boxes = torch.tensor([[8.0, 4.0, 38.0, 64.0]])
+    layout = BinLayout.from_offsets(boxes, torch.zeros(1, 2, 3, 3), 0.1)
+    torch.testing.assert_close(layout.before[0, 0, 0], torch.tensor([8.0, 4.0, 18.0, 24.0]))
+    torch.testing.assert_close(layout.before[0, 2, 1], torch.tensor([18.0, 44.0, 28.0, 64.0]))
+
+
+def test_only_extractors_that_override_bin_layout_move_bins():
+    movers = {name for name, cls in EXTRACTORS.items() if cls.moves_bins}
+    assert movers == {"deform_roi_pool", "mdeform_roi_pool", "deform_psroi_pool"}
+    feats = make_features(channels=4)
+    boxes = make_boxes(counts=(2, 1))
+    extractor = build_roi_extractor("psroi_align", in_channels=4)
+    assert not extractor.moves_bins and extractor.bin_layout(feats, boxes) is None
+
+
+class _PoolLevelOnly(RoIExtractor):
+    """A level-mapped extractor that says only how it pools one level."""
+
+    def pool_level(self, feature, rois, scale):
+        return ops.roi_align(feature, rois, self.output_size, scale, 2)
+
+
+def test_base_class_maps_levels_for_a_subclass_with_only_pool_level():
+    feats = make_features(channels=4)
+    boxes = make_boxes(counts=(5, 4))
+    ours = _PoolLevelOnly(in_channels=4)
+    assert ours.featmap_names == FPN_LEVELS and ours.out_features == 4 * 7 * 7
+    torch.testing.assert_close(ours(feats, boxes, SIZES),
+                               RoIAlignExtractor(in_channels=4)(feats, boxes, SIZES))
+    assert not _PoolLevelOnly.moves_bins
+
+
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="valid names: roi_align, roi_align_single, roi_pool"):
+    with pytest.raises(ValueError, match="valid names: roi_align_single, roi_pool, roi_align, "):
         build_roi_extractor("roi_warp", in_channels=8)
 
 
@@ -164,3 +223,7 @@ def test_bad_settings():
         build_roi_extractor("roi_align", in_channels=8, featmap_names=["0", "1"])
     with pytest.raises(TypeError):
         build_roi_extractor("roi_align", in_channels=8, not_an_option=1)
+    with pytest.raises(ValueError, match="in_channels must be positive"):
+        build_roi_extractor("roi_pool", in_channels=0)
+    with pytest.raises(ValueError, match="output_size must be positive"):
+        build_roi_extractor("psroi_align", in_channels=8, output_size=0)

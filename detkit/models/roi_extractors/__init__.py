@@ -1,34 +1,41 @@
 """RoI feature extractors, chosen by name.
 
 ``EXTRACTORS`` is the one place where the names users type (``--model.roi_extractor NAME``) map
-to classes; there is no registry and nothing registers itself on import.
+to classes; there is no registry and nothing registers itself on import. Every other list of
+extractor names (the comparison study's default, the benchmarks) is derived from it, in its
+order: from the no-multi-scale baseline to the learned-sampling extractors.
+
+Layout: ``base`` (the :class:`RoIExtractor` base class, FPN level mapping, :class:`BinLayout`),
+``level_mapped`` (fixed bins, one level per RoI), ``all_level`` (every level per RoI, fused),
+``position_sensitive`` (per-bin channel groups of a thin map), ``deformable`` (learned sampling:
+the bins move).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from detkit.models.roi_extractors.base import RoIExtractor
+from detkit.models.roi_extractors.all_level import PyramidFusionExtractor
+from detkit.models.roi_extractors.base import FPN_LEVELS, BinLayout, RoIExtractor
 from detkit.models.roi_extractors.deformable import (
     DeformPSRoIPoolExtractor,
     DeformRoIPoolExtractor,
     ModulatedDeformRoIPoolExtractor,
-    PSRoIAlignExtractor,
 )
-from detkit.models.roi_extractors.pooling import (
-    LevelMappedRoIAlign,
-    LevelMappedRoIPool,
-    PyramidFusion,
-    SingleLevelRoIAlign,
-    SpatialPyramidPool,
+from detkit.models.roi_extractors.level_mapped import (
+    RoIAlignExtractor,
+    RoIPoolExtractor,
+    SingleLevelRoIAlignExtractor,
+    SpatialPyramidPoolExtractor,
 )
+from detkit.models.roi_extractors.position_sensitive import PSRoIAlignExtractor
 
 EXTRACTORS: dict[str, type[RoIExtractor]] = {
-    "roi_align": LevelMappedRoIAlign,
-    "roi_align_single": SingleLevelRoIAlign,
-    "roi_pool": LevelMappedRoIPool,
-    "pyramid_fusion": PyramidFusion,
-    "spp": SpatialPyramidPool,
+    "roi_align_single": SingleLevelRoIAlignExtractor,
+    "roi_pool": RoIPoolExtractor,
+    "roi_align": RoIAlignExtractor,
+    "pyramid_fusion": PyramidFusionExtractor,
+    "spp": SpatialPyramidPoolExtractor,
     "deform_roi_pool": DeformRoIPoolExtractor,
     "mdeform_roi_pool": ModulatedDeformRoIPoolExtractor,
     "psroi_align": PSRoIAlignExtractor,
@@ -48,15 +55,17 @@ def build_roi_extractor(name: str, *, in_channels: int, **settings: Any) -> RoIE
 
 __all__ = [
     "EXTRACTORS",
+    "FPN_LEVELS",
+    "BinLayout",
     "DeformPSRoIPoolExtractor",
     "DeformRoIPoolExtractor",
-    "LevelMappedRoIAlign",
-    "LevelMappedRoIPool",
     "ModulatedDeformRoIPoolExtractor",
     "PSRoIAlignExtractor",
-    "PyramidFusion",
+    "PyramidFusionExtractor",
+    "RoIAlignExtractor",
     "RoIExtractor",
-    "SingleLevelRoIAlign",
-    "SpatialPyramidPool",
+    "RoIPoolExtractor",
+    "SingleLevelRoIAlignExtractor",
+    "SpatialPyramidPoolExtractor",
     "build_roi_extractor",
 ]

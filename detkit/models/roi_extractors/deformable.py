@@ -1,21 +1,18 @@
-"""Learned-sampling extractors: deformable and modulated deformable RoI pooling, position-sensitive
-RoIAlign, and deformable position-sensitive RoI pooling."""
+"""Learned-sampling extractors: deformable, modulated deformable and deformable position-sensitive
+RoI pooling. Each predicts per-bin offsets for every RoI, pools with them, and reports where its
+bins went through :meth:`~detkit.models.roi_extractors.base.RoIExtractor.bin_layout`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from detkit import ops
-from detkit.models.roi_extractors.base import (
-    RoIExtractor,
-    check_featmap_names,
-    pool_by_level,
-    scale_of,
-)
-from detkit.models.roi_extractors.pooling import FPN_LEVELS
+from detkit.models.roi_extractors.base import FPN_LEVELS, BinLayout, RoIExtractor, pool_by_level
+from detkit.models.roi_extractors.position_sensitive import thin_map_conv
 
 
 def _fc_stack(in_features: int, hidden: int, out_features: int, layers: int) -> nn.Sequential:
@@ -42,17 +39,15 @@ class DeformRoIPoolExtractor(RoIExtractor):
     shared across levels; mmdetection builds one per level).
     """
 
-    modulated = False
+    modulated: ClassVar[bool] = False
 
     def __init__(
         self, *, in_channels: int, featmap_names: Sequence[str] = FPN_LEVELS,
         output_size: int = 7, sampling_ratio: int = 2, gamma: float = 0.1,
         offset_fc_channels: int = 1024,
     ) -> None:
-        super().__init__()
-        self.featmap_names = check_featmap_names(featmap_names)
-        self.out_channels = in_channels
-        self.output_size = (output_size, output_size)
+        super().__init__(in_channels=in_channels, featmap_names=featmap_names,
+                         output_size=output_size)
         self.sampling_ratio = sampling_ratio
         self.gamma = gamma
         bins = output_size * output_size
@@ -61,38 +56,31 @@ class DeformRoIPoolExtractor(RoIExtractor):
         self.mask_fc = (_fc_stack(in_channels * bins, offset_fc_channels, bins, layers=2)
                         if self.modulated else None)
 
-    def forward(self, features: dict[str, Tensor], boxes_per_image: list[Tensor],
-                image_sizes: list[tuple[int, int]]) -> Tensor:
-        return self.forward_with_offsets(features, boxes_per_image)[0]
-
-    def forward_with_offsets(
-        self, features: dict[str, Tensor], boxes_per_image: list[Tensor]
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Pooled features plus what moved them.
-
-        Returns:
-            ``(pooled: Tensor[K, C, P, P], offset: Tensor[K, 2, P, P], mask: Tensor[K, 1, P, P]
-            or None)``; bin ``(ph, pw)`` of RoI ``k`` moved by ``gamma * roi_size * offset``.
-        """
+    def level_offsets(self, feature: Tensor, rois: Tensor, scale: float) -> tuple[Tensor, ...]:
+        """What moves the bins of ``rois`` on one level: ``(offset: Tensor[K, 2, P, P])``, plus
+        ``mask: Tensor[K, 1, P, P]`` when modulated; bin ``(ph, pw)`` moves by ``gamma *
+        roi_size * offset[:, :, ph, pw]``. Arguments as for :meth:`pool_level`."""
         size = self.output_size
+        plain = ops.deform_roi_pool(feature, rois, output_size=size, spatial_scale=scale,
+                                    sampling_ratio=self.sampling_ratio)
+        flat = plain.flatten(1)
+        offset = self.offset_fc(flat).view(-1, 2, *size)
+        if self.mask_fc is None:
+            return (offset,)
+        return offset, torch.sigmoid(self.mask_fc(flat)).view(-1, 1, *size)
 
-        def pool(name: str, rois: Tensor) -> tuple[Tensor, ...]:
-            feature, scale = features[name], scale_of(name)
-            plain = ops.deform_roi_pool(feature, rois, output_size=size, spatial_scale=scale,
-                                        sampling_ratio=self.sampling_ratio)
-            flat = plain.flatten(1)
-            offset = self.offset_fc(flat).view(-1, 2, *size)
-            mask = None
-            if self.mask_fc is not None:
-                mask = torch.sigmoid(self.mask_fc(flat)).view(-1, 1, *size)
-            pooled = ops.deform_roi_pool(feature, rois, offset, mask, output_size=size,
-                                         spatial_scale=scale, sampling_ratio=self.sampling_ratio,
-                                         gamma=self.gamma)
-            return (pooled, offset) if mask is None else (pooled, offset, mask)
+    def pool_level(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
+        offset, *mask = self.level_offsets(feature, rois, scale)
+        return ops.deform_roi_pool(feature, rois, offset, mask[0] if mask else None,
+                                   output_size=self.output_size, spatial_scale=scale,
+                                   sampling_ratio=self.sampling_ratio, gamma=self.gamma)
 
-        results = pool_by_level(features, ops.boxes_to_rois(boxes_per_image), self.featmap_names,
-                                pool)
-        return results[0], results[1], results[2] if self.modulated else None
+    def bin_layout(self, features: dict[str, Tensor], boxes_per_image: list[Tensor]) -> BinLayout:
+        """The ``P x P`` bins moved by ``gamma * roi_size * offset``; the modulation as mask."""
+        rois = ops.boxes_to_rois(boxes_per_image)
+        offset, *mask = pool_by_level(features, rois, self.featmap_names, self.level_offsets)
+        return BinLayout.from_offsets(rois[:, 1:], offset, self.gamma,
+                                      mask[0][:, 0] if mask else None)
 
 
 class ModulatedDeformRoIPoolExtractor(DeformRoIPoolExtractor):
@@ -100,37 +88,6 @@ class ModulatedDeformRoIPoolExtractor(DeformRoIPoolExtractor):
     plus a sigmoid mask branch that weights each bin (mmdetection's ModulatedDeformRoIPoolPack)."""
 
     modulated = True
-
-
-class PSRoIAlignExtractor(RoIExtractor):
-    """Position-sensitive RoIAlign on a thin ``P*P*ps_channels`` map (``psroi_align``).
-
-    Light-Head R-CNN style: a convolution turns each FPN level into a thin position-sensitive
-    map (Light-Head uses 10 * 7 * 7 = 490 channels), PS RoIAlign pools ``ps_channels`` per bin,
-    and the fc head takes the ``ps_channels * P * P`` vector. The thin convolution is shared by all
-    levels; RoIs are level-mapped.
-    """
-
-    def __init__(
-        self, *, in_channels: int, featmap_names: Sequence[str] = FPN_LEVELS,
-        output_size: int = 7, ps_channels: int = 10, sampling_ratio: int = 2,
-        kernel_size: int = 1,
-    ) -> None:
-        super().__init__()
-        self.featmap_names = check_featmap_names(featmap_names)
-        self.out_channels = ps_channels
-        self.output_size = (output_size, output_size)
-        self.sampling_ratio = sampling_ratio
-        self.thin = nn.Conv2d(in_channels, ps_channels * output_size * output_size, kernel_size,
-                              padding=kernel_size // 2)
-
-    def forward(self, features: dict[str, Tensor], boxes_per_image: list[Tensor],
-                image_sizes: list[tuple[int, int]]) -> Tensor:
-        def pool(name: str, rois: Tensor) -> Tensor:
-            return ops.ps_roi_align(self.thin(features[name]), rois, self.output_size,
-                                    scale_of(name), self.sampling_ratio)
-
-        return pool_by_level(features, ops.boxes_to_rois(boxes_per_image), self.featmap_names, pool)
 
 
 class DeformPSRoIPoolExtractor(RoIExtractor):
@@ -148,42 +105,39 @@ class DeformPSRoIPoolExtractor(RoIExtractor):
         output_size: int = 7, ps_channels: int = 10, part_size: int | None = None,
         sample_per_part: int = 2, trans_std: float = 0.1, kernel_size: int = 1,
     ) -> None:
-        super().__init__()
-        self.featmap_names = check_featmap_names(featmap_names)
-        self.out_channels = ps_channels
-        self.output_size = (output_size, output_size)
+        super().__init__(in_channels=in_channels, featmap_names=featmap_names,
+                         output_size=output_size, out_channels=ps_channels)
         self.part_size = part_size or output_size
         self.sample_per_part = sample_per_part
         self.trans_std = trans_std
-        padding = kernel_size // 2
-        self.thin = nn.Conv2d(in_channels, ps_channels * output_size**2, kernel_size,
-                              padding=padding)
-        self.offset_conv = nn.Conv2d(in_channels, 2 * self.part_size**2, kernel_size,
-                                     padding=padding)
+        self.thin = thin_map_conv(in_channels, ps_channels * output_size**2, kernel_size)
+        self.offset_conv = thin_map_conv(in_channels, 2 * self.part_size**2, kernel_size)
         nn.init.zeros_(self.offset_conv.weight)
         nn.init.zeros_(self.offset_conv.bias)
 
-    def forward(self, features: dict[str, Tensor], boxes_per_image: list[Tensor],
-                image_sizes: list[tuple[int, int]]) -> Tensor:
-        return self.forward_with_offsets(features, boxes_per_image)[0]
+    def level_offsets(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
+        """``offset: Tensor[K, 2, part, part]`` for ``rois`` on one level; bin ``(ph, pw)`` uses
+        part cell ``(ph * part // P, pw * part // P)`` and moves by ``trans_std * roi_size *
+        offset``. Arguments as for :meth:`pool_level`."""
+        part = self.part_size
+        return ops.deform_psroi_pool(
+            self.offset_conv(feature), rois, output_dim=2, group_size=part, pooled_size=part,
+            spatial_scale=scale, sample_per_part=self.sample_per_part)
 
-    def forward_with_offsets(
-        self, features: dict[str, Tensor], boxes_per_image: list[Tensor]
-    ) -> tuple[Tensor, Tensor, None]:
-        """``(pooled: Tensor[K, ps_channels, P, P], offset: Tensor[K, 2, part, part], None)``."""
-        p, part = self.output_size[0], self.part_size
+    def pool_level(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
+        p, offset = self.output_size[0], self.level_offsets(feature, rois, scale)
+        return ops.deform_psroi_pool(
+            self.thin(feature), rois, offset,
+            output_dim=self.out_channels, group_size=p, pooled_size=p, spatial_scale=scale,
+            part_size=self.part_size, sample_per_part=self.sample_per_part,
+            trans_std=self.trans_std)
 
-        def pool(name: str, rois: Tensor) -> tuple[Tensor, Tensor]:
-            feature, scale = features[name], scale_of(name)
-            offset = ops.deform_psroi_pool(
-                self.offset_conv(feature), rois, output_dim=2, group_size=part, pooled_size=part,
-                spatial_scale=scale, sample_per_part=self.sample_per_part)
-            pooled = ops.deform_psroi_pool(
-                self.thin(feature), rois, offset, output_dim=self.out_channels, group_size=p,
-                pooled_size=p, spatial_scale=scale, part_size=part,
-                sample_per_part=self.sample_per_part, trans_std=self.trans_std)
-            return pooled, offset
-
-        pooled, offset = pool_by_level(features, ops.boxes_to_rois(boxes_per_image),
-                                       self.featmap_names, pool)
-        return pooled, offset, None
+    def bin_layout(self, features: dict[str, Tensor], boxes_per_image: list[Tensor]) -> BinLayout:
+        """The ``P x P`` bins, each moved by ``trans_std * roi_size`` times its part cell's
+        offset."""
+        rois = ops.boxes_to_rois(boxes_per_image)
+        offset = pool_by_level(features, rois, self.featmap_names, self.level_offsets)
+        p = self.output_size[0]
+        cell = torch.arange(p, device=offset.device) * self.part_size // p  # part cell of each bin
+        offset = offset[:, :, cell][:, :, :, cell]
+        return BinLayout.from_offsets(rois[:, 1:], offset, self.trans_std)
