@@ -146,9 +146,8 @@ class VisualizeCLI(EvalCLI):
 def visualize(argv: list[str] | None = None) -> list[Path]:
     """Draw predictions (and, for extractors that move their bins, the sampling bins before and
     after the learned offsets) on the first validation images; writes PNGs to ``--out``."""
-    from detkit.engine.drawing import draw_detections
+    from detkit.engine.drawing import draw_detections, save_png
     from detkit.engine.offsets import offsets_figure
-    from detkit.engine.visualize import save_png
 
     cli = _cli(VisualizeCLI, argv, trainer_defaults={"logger": False})
     module = load_module(cli.config["ckpt"]).eval()

@@ -1,8 +1,11 @@
-"""Drawing helpers: detections and ground truth on (de-normalised) images."""
+"""Drawing helpers: detections and ground truth on (de-normalised) images, and PNG output."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from PIL import Image
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 
@@ -32,3 +35,9 @@ def draw_detections(
                                   strict=True)]
         canvas = draw_bounding_boxes(canvas, boxes, labels=labels, colors="red", width=2)
     return canvas
+
+
+def save_png(image: Tensor, path: Path) -> Path:
+    """Write a ``uint8 Tensor[3, H, W]`` as PNG; returns ``path``."""
+    Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(path)
+    return path
