@@ -21,11 +21,11 @@ import torch
 
 from detkit.engine.cli import train
 from detkit.eval.report import write_report
+from detkit.models import EXTRACTORS
 
 log = logging.getLogger("detkit.compare")
 
-DEFAULT_EXTRACTORS = ("roi_align_single", "roi_pool", "roi_align", "pyramid_fusion", "spp",
-                      "deform_roi_pool", "mdeform_roi_pool", "psroi_align", "deform_psroi_pool")
+DEFAULT_EXTRACTORS = tuple(EXTRACTORS)  # the study runs every extractor, in EXTRACTORS' order
 
 
 def run_dir(out: Path, extractor: str, seed: int) -> Path:
