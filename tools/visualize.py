@@ -3,8 +3,8 @@
     python tools/visualize.py --config CFG --ckpt CKPT --out DIR [--num_images 8]
         [--score_thresh 0.5] [data overrides]
 
-Writes DIR/image<ID>.png (ground truth green, predictions red) and, for deformable extractors
-(deform_roi_pool, mdeform_roi_pool, deform_psroi_pool), DIR/image<ID>_offsets.png: each top
+Writes DIR/image<ID>.png (ground truth green, predictions red) and, for extractors that move
+their bins (the deformable ones: RoIExtractor.moves_bins), DIR/image<ID>_offsets.png: each top
 detection's pooling bins, grey dots at the regular grid joined to the moved bins (enlarged to at
 least 512 px so that the bins stay legible). Images with no detection at --score_thresh get no
 offsets figure; the count is printed.

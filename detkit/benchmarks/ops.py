@@ -3,7 +3,7 @@
 Each case pairs a detkit op with its torchvision counterpart (same RoIs, output size and sampling)
 and is timed forward (no grad) and forward+backward, interleaved, medians. Deformable ops are
 timed with offsets (and masks) that require grad, against torchvision's op without offsets: the
-comparison the issue sets (deformable pooling must cost no more than plain RoIAlign).
+bar detkit sets for them (deformable pooling must cost no more than plain RoIAlign).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from detkit.benchmarks.timing import interleaved_medians, peak_memory_mb
 
 @dataclass(frozen=True)
 class OpsBenchConfig:
-    """Benchmark shape; defaults are the issue's: an FPN P2-like level and a training batch."""
+    """Benchmark shape; the defaults are an FPN P2-like level and a training batch of RoIs."""
 
     batch: int = 2
     channels: int = 256
