@@ -169,7 +169,7 @@ def test_deform_psroi_bins_move_with_their_part_cell():
         extractor.offset_conv.bias.copy_(torch.linspace(-1.0, 1.0, 8))
     layout = extractor.bin_layout(feats, boxes)
     rois = rois_of(boxes)
-    offset = extractor.level_offsets(feats["p3"], rois, 1 / 8)  # Tensor[5, 2, 2, 2]
+    (offset,) = extractor.level_offsets(feats["p3"], rois, 1 / 8)  # Tensor[5, 2, 2, 2]
     assert offset.abs().sum() > 0
     size = (rois[:, 3:] - rois[:, 1:3])[:, :, None, None]  # (w, h) per RoI
     cell = torch.tensor([0, 0, 1, 1])  # bins 0, 1 read part cell 0; bins 2, 3 part cell 1

@@ -115,17 +115,17 @@ class DeformPSRoIPoolExtractor(RoIExtractor):
         nn.init.zeros_(self.offset_conv.weight)
         nn.init.zeros_(self.offset_conv.bias)
 
-    def level_offsets(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
-        """``offset: Tensor[K, 2, part, part]`` for ``rois`` on one level; bin ``(ph, pw)`` uses
-        part cell ``(ph * part // P, pw * part // P)`` and moves by ``trans_std * roi_size *
-        offset``. Arguments as for :meth:`pool_level`."""
+    def level_offsets(self, feature: Tensor, rois: Tensor, scale: float) -> tuple[Tensor]:
+        """``(offset: Tensor[K, 2, part, part],)`` for ``rois`` on one level; bin ``(ph, pw)``
+        uses part cell ``(ph * part // P, pw * part // P)`` and moves by ``trans_std * roi_size
+        * offset``. Arguments as for :meth:`pool_level`."""
         part = self.part_size
-        return ops.deform_psroi_pool(
+        return (ops.deform_psroi_pool(
             self.offset_conv(feature), rois, output_dim=2, group_size=part, pooled_size=part,
-            spatial_scale=scale, sample_per_part=self.sample_per_part)
+            spatial_scale=scale, sample_per_part=self.sample_per_part),)
 
     def pool_level(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
-        p, offset = self.output_size[0], self.level_offsets(feature, rois, scale)
+        p, (offset,) = self.output_size[0], self.level_offsets(feature, rois, scale)
         return ops.deform_psroi_pool(
             self.thin(feature), rois, offset,
             output_dim=self.out_channels, group_size=p, pooled_size=p, spatial_scale=scale,
@@ -136,7 +136,7 @@ class DeformPSRoIPoolExtractor(RoIExtractor):
         """The ``P x P`` bins, each moved by ``trans_std * roi_size`` times its part cell's
         offset."""
         rois = ops.boxes_to_rois(boxes_per_image)
-        offset = pool_by_level(features, rois, self.featmap_names, self.level_offsets)
+        (offset,) = pool_by_level(features, rois, self.featmap_names, self.level_offsets)
         p = self.output_size[0]
         cell = torch.arange(p, device=offset.device) * self.part_size // p  # part cell of each bin
         offset = offset[:, :, cell][:, :, :, cell]
