@@ -91,8 +91,8 @@ class SampleLayout:
         self.bag_starts = self.bag_ends - bag_sizes
         self.num_bags = bag_sizes.shape[0]
         self.total = int(self.roi_ends[-1]) if self.num_bags else 0
-        sizes = self.per_bin.unique() if self.num_bags else self.per_bin
-        self.constant = int(sizes[0]) if sizes.numel() == 1 else None  # samples per bag, if equal
+        equal = self.num_bags and bool(self.per_bin.min() == self.per_bin.max())
+        self.constant = int(self.per_bin[0]) if equal else None  # samples per bag, if all equal
 
     def chunks(self, limit: int) -> list[tuple[int, int, int, int]]:
         """``(start, stop, lo, hi)`` per chunk of at most ``limit`` samples.
