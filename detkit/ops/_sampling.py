@@ -18,7 +18,12 @@ It is plain PyTorch (no compile step), runs wherever embedding_bag runs (CPU and
 the bilinear coefficients for every channel (``tools/benchmark_ops.py`` measures it).
 
 Samples are flat: sample ``s`` belongs to bag ``bag[s]`` (one bag per output bin); bags hold
-consecutive samples, so a bag is described by the offset of its first sample.
+consecutive samples, so a bag is described by the offset of its first sample. ``SampleLayout``
+generates any slice of that order on demand and ``pool_chunks`` pools it in chunks of at most
+``MAX_SAMPLES_PER_CHUNK`` samples (splitting RoIs and bins if needed, recomputing chunks in
+backward), so memory is bounded for any RoI size. Max pooling (RoIAlign's max mode) interpolates
+each sample on its own (a bag of 4 corners) and keeps the first maximum per bin (``bag_max``).
+PrRoIPool uses the same kernel with one row per sample (a pixel) and exact-integral weights.
 """
 
 from __future__ import annotations
@@ -169,7 +174,8 @@ def pool_chunks(
         def run(chunk: tuple[int, int, int, int] = chunk) -> Tensor:
             return pool_slice(layout.slice(*chunk))
 
-        part = checkpoint(run, use_reentrant=False) if torch.is_grad_enabled() else run()
+        grad = torch.is_grad_enabled()
+        part = checkpoint(run, use_reentrant=False, preserve_rng_state=False) if grad else run()
         if chunk[2] < previous_hi:  # the first bag continues the previous chunk's last bag
             last = parts.pop()
             parts += [last[:-1], merge(last[-1:], part[:1])]

@@ -46,6 +46,54 @@ def _grid_sizes(size: Tensor, bins: int, sampling_ratio: int) -> Tensor:
     return torch.ceil(size / bins).clamp(min=0).long()
 
 
+def _roi_boxes(
+    rois: Tensor, spatial_scale: float, aligned: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(finite, y1, x1, roi_h, roi_w)``, each ``Tensor[K]``, in feature-map pixels.
+
+    A RoI with a NaN or infinite coordinate is marked not finite and given zero coordinates, so it
+    pools to zeros and passes no NaN to any gradient.
+    """
+    finite = torch.isfinite(rois[:, 1:]).all(dim=1)
+    coords = torch.where(finite[:, None], rois[:, 1:], 0.0)
+    shift = 0.5 if aligned else 0.0
+    x1 = coords[:, 0] * spatial_scale - shift
+    y1 = coords[:, 1] * spatial_scale - shift
+    roi_w = coords[:, 2] * spatial_scale - shift - x1
+    roi_h = coords[:, 3] * spatial_scale - shift - y1
+    if not aligned:  # legacy RoIAlign forces malformed RoIs to 1x1
+        roi_w = roi_w.clamp(min=1.0)
+        roi_h = roi_h.clamp(min=1.0)
+    return finite, y1, x1, roi_h, roi_w
+
+
+def _deform_bins(
+    y1: Tensor, x1: Tensor, roi_h: Tensor, roi_w: Tensor, scale: Tensor, bins: int,
+    offset: Tensor | None, mask: Tensor | None, gamma: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-bin start ``(y, x)`` and sample weight, each ``Tensor[K * P]``, from per-RoI
+    ``Tensor[K]`` values, ``offset: Tensor[K, 2, PH, PW]`` and ``mask: Tensor[K, 1, PH, PW]``.
+
+    mmcv DeformRoIPool: the whole bin moves by ``gamma * roi_size * offset``; DCNv2: the mask
+    multiplies the bin. A NaN or infinite offset or mask entry zeroes its bin only and passes no
+    NaN to any gradient (``torch.where`` gives the masked-out entry a zero gradient).
+    """
+    num_rois = y1.shape[0]
+    start_y = y1[:, None].expand(num_rois, bins)
+    start_x = x1[:, None].expand(num_rois, bins)
+    scale = scale[:, None].expand(num_rois, bins)
+    if offset is not None:
+        offset_ok = torch.isfinite(offset).all(dim=1, keepdim=True)
+        offset = torch.where(offset_ok, offset, 0.0)
+        start_x = start_x + gamma * roi_w[:, None] * offset[:, 0].reshape(num_rois, bins)
+        start_y = start_y + gamma * roi_h[:, None] * offset[:, 1].reshape(num_rois, bins)
+        scale = scale * offset_ok.reshape(num_rois, bins)
+    if mask is not None:
+        mask = mask.reshape(num_rois, bins)
+        scale = scale * torch.where(torch.isfinite(mask), mask, 0.0)
+    return start_y.reshape(-1), start_x.reshape(-1), scale.reshape(-1)
+
+
 def _align_pool(
     table: Tensor, row_base: Tensor, rois: Tensor, feature_size: tuple[int, int],
     output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int, aligned: bool,
@@ -67,40 +115,18 @@ def _align_pool(
     num_rois, dtype = rois.shape[0], rois.dtype
     if num_rois == 0:
         return table.new_zeros((0, table.shape[1])) + table[:0].sum()  # keeps the graph
-    # A RoI with a NaN or infinite coordinate pools to zeros and passes no NaN to any gradient.
-    finite = torch.isfinite(rois[:, 1:]).all(dim=1)
-    coords = torch.where(finite[:, None], rois[:, 1:], 0.0)
-    shift = 0.5 if aligned else 0.0
-    x1 = coords[:, 0] * spatial_scale - shift
-    y1 = coords[:, 1] * spatial_scale - shift
-    roi_w = coords[:, 2] * spatial_scale - shift - x1
-    roi_h = coords[:, 3] * spatial_scale - shift - y1
-    if not aligned:  # legacy RoIAlign forces malformed RoIs to 1x1
-        roi_w = roi_w.clamp(min=1.0)
-        roi_h = roi_h.clamp(min=1.0)
+    finite, y1, x1, roi_h, roi_w = _roi_boxes(rois, spatial_scale, aligned)
     bin_w = roi_w / pw_count
     bin_h = roi_h / ph_count
     grid_h = _grid_sizes(roi_h.detach(), ph_count, sampling_ratio)
     grid_w = _grid_sizes(roi_w.detach(), pw_count, sampling_ratio)
     layout = SampleLayout(output_size, grid_h, grid_w)
 
-    start_y = y1[:, None].expand(num_rois, bins)
-    start_x = x1[:, None].expand(num_rois, bins)
-    scale = finite[:, None].expand(num_rois, bins).to(dtype)
+    scale = finite.to(dtype)
     if mode == "avg":
-        scale = scale / (grid_h * grid_w).clamp(min=1).to(dtype)[:, None]
-    if offset is not None:  # mmcv DeformRoIPool: the whole bin moves by gamma * roi_size * offset
-        # a bin with a NaN or infinite offset pools to 0 and passes no NaN to any gradient
-        offset_ok = torch.isfinite(offset).all(dim=1, keepdim=True)
-        offset = torch.where(offset_ok, offset, 0.0)
-        start_x = start_x + gamma * roi_w[:, None] * offset[:, 0].reshape(num_rois, bins)
-        start_y = start_y + gamma * roi_h[:, None] * offset[:, 1].reshape(num_rois, bins)
-        scale = scale * offset_ok.reshape(num_rois, bins)
-    if mask is not None:  # DCNv2: the mask multiplies the bin's average (0 where not finite)
-        mask = mask.reshape(num_rois, bins)
-        scale = scale * torch.where(torch.isfinite(mask), mask, 0.0)
-    start_y, start_x = start_y.reshape(-1), start_x.reshape(-1)
-    scale, row_base = scale.reshape(-1), row_base.reshape(-1)
+        scale = scale / (grid_h * grid_w).clamp(min=1).to(dtype)
+    start_y, start_x, scale = _deform_bins(y1, x1, roi_h, roi_w, scale, bins, offset, mask, gamma)
+    row_base = row_base.reshape(-1)
 
     def pool_slice(sl: SampleSlice) -> Tensor:
         fy = sl.ph.to(dtype) + (sl.iy.to(dtype) + 0.5) / grid_h[sl.roi].to(dtype)
