@@ -37,11 +37,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-# At most this many sample points are materialised at once (about 150 bytes each: indices, corner
-# weights, positions): 2**20 keeps a chunk near 150 MB. A training batch (512 RoIs x 49 bins x 4
-# samples = 10**5) is one chunk; only huge adaptive grids (a 20,000-px RoI has 4 * 10**8 samples)
-# are split, and then within a RoI and within a bin, so memory is bounded for any RoI size.
-MAX_SAMPLES_PER_CHUNK = 1 << 20
+# At most this many sample points are materialised at once. A chunk costs about 200 bytes per
+# sample at its forward+backward peak (indices, corner weights, positions, their gradients), so
+# 2**18 bounds the extra memory of any RoI near 50 MB (tools/benchmark_ops.py --huge-roi measures
+# it). A training batch (512 RoIs x 49 bins x 4 samples = 10**5) is one chunk; only huge adaptive
+# grids (a 20,000-px RoI has 4 * 10**8 samples) are split, within a RoI and within a bin.
+MAX_SAMPLES_PER_CHUNK = 1 << 18
 # Max pooling materialises one interpolated value per sample and channel (``Tensor[T, C]``): at
 # most this many per chunk (64 MB in float32; 65,536 samples at 256 channels).
 MAX_VALUES_PER_CHUNK = 1 << 24
