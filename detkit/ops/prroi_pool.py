@@ -105,11 +105,8 @@ def prroi_pool(
     and its coordinate gradient is 0; other RoIs are unaffected.
 
     Args:
-        input: ``Tensor[N, C, H, W]`` feature map.
-        rois: ``Tensor[K, 5]`` ``(batch_index, x1, y1, x2, y2)`` in input-image pixels, or a list
-            of ``Tensor[L_i, 4]`` xyxy boxes, one per image.
-        output_size: ``(PH, PW)`` or ``P``.
-        spatial_scale: feature-map size / image size (1 / stride).
+        input, rois, output_size, spatial_scale: as in :func:`detkit.ops.roi_align`
+            (``Tensor[N, C, H, W]``; ``Tensor[K, 5]`` or a list of ``Tensor[L_i, 4]``; ...).
 
     Returns:
         ``Tensor[K, C, PH, PW]`` in the input's dtype (half/bfloat16 accumulate in float32).
