@@ -129,6 +129,10 @@ class SampleLayout:
         s = torch.arange(start, stop, device=device)
         if self.constant is not None and self.constant > 0:
             roi = torch.div(s, self.constant * self.bins, rounding_mode="floor")
+        elif start == 0 and stop == self.total:  # all samples: cheaper than a search
+            per_roi = self.per_bin * self.bins
+            roi = torch.arange(per_roi.shape[0], device=device).repeat_interleave(
+                per_roi, output_size=self.total)
         else:
             roi = torch.searchsorted(self.roi_ends, s, right=True)
         local = s - self.roi_starts[roi]
