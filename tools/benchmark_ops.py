@@ -3,6 +3,8 @@
     python tools/benchmark_ops.py                 # the default shape on CPU
     python tools/benchmark_ops.py --device cuda   # on a GPU
     python tools/benchmark_ops.py --num-rois 1024 --json out.json
+    python tools/benchmark_ops.py --only roi_align,prroi_pool   # a subset of the ops
+    python tools/benchmark_ops.py --only roi_align_huge --huge-roi 2000 --repeats 3  # memory bound
 """
 
 from __future__ import annotations

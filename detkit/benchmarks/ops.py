@@ -32,6 +32,9 @@ class OpsBenchConfig:
     output_size: int = 7
     sampling_ratio: int = 2
     ps_output_dim: int = 11  # PS ops read ps_output_dim * output_size**2 channels
+    huge_roi: int = 0  # > 0: also one RoI of this side in image pixels, sampling_ratio 0
+    only: str = ""  # comma-separated op names to run (empty: all)
+    threads: int = 0  # torch.set_num_threads for the run (0: leave torch's default)
     repeats: int = 15
     warmup: int = 2
     device: str = "cpu"
@@ -108,7 +111,26 @@ def _cases(cfg: OpsBenchConfig, device: torch.device) -> list[tuple[str, str, Ca
                                        group_size=p, pooled_size=p, spatial_scale=scale,
                                        sample_per_part=sr, trans_std=0.1),
          tv_ps_align, [xps, offset], xps),
+        # torchvision has neither; both are compared with the RoIAlign they would replace
+        ("roi_align_max", "tv.roi_align",
+         lambda: ops.roi_align(x, rois, p, scale, sr, True, mode="max"), tv_align, [x], x),
+        ("prroi_pool", "tv.roi_align",
+         lambda: ops.prroi_pool(x, rois, p, scale), tv_align, [x], x),
+        *_huge_roi_cases(cfg, x),
     ]
+
+
+def _huge_roi_cases(cfg: OpsBenchConfig, x: Tensor) -> list[tuple[str, str, Callable, Callable,
+                                                                  list[Tensor], Tensor]]:
+    """With ``huge_roi > 0``: one RoI of that side (image pixels) with adaptive sampling
+    (``sampling_ratio=0``), the case whose memory was unbounded before samples were chunked."""
+    if cfg.huge_roi <= 0:
+        return []
+    p, scale, side = cfg.output_size, 1.0 / cfg.stride, float(cfg.huge_roi)
+    roi = torch.tensor([[0.0, 0.0, 0.0, side, side]], device=x.device)
+    return [("roi_align_huge", "tv.roi_align",
+             lambda: ops.roi_align(x, roi, p, scale, 0, True, backend="detkit"),
+             lambda: torchvision.ops.roi_align(x, roi, p, scale, 0, True), [x], x)]
 
 
 def _forward(fn: Callable[[], Tensor]) -> Callable[[], None]:
@@ -130,8 +152,18 @@ def run_ops_benchmark(cfg: OpsBenchConfig) -> list[CaseResult]:
     """Measure every case; returns one ``CaseResult`` per detkit op."""
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
+    if cfg.threads > 0:  # on a loaded machine, 1 thread avoids OpenMP oversubscription stalls
+        torch.set_num_threads(cfg.threads)
     results = []
-    for name, ref_name, ours, ref, leaves, x in _cases(cfg, device):
+    wanted = {name.strip() for name in cfg.only.split(",") if name.strip()}
+    cases = _cases(cfg, device)
+    unknown = wanted - {case[0] for case in cases}
+    if unknown:
+        raise ValueError(f"only names unknown ops {sorted(unknown)}; known: "
+                         f"{[case[0] for case in cases]}")
+    for name, ref_name, ours, ref, leaves, x in cases:
+        if wanted and name not in wanted:
+            continue
         ref_leaves = [x]  # the reference ops have no offsets
         fwd = interleaved_medians({"ours": _forward(ours), "ref": _forward(ref)},
                                   cfg.repeats, cfg.warmup, device)
@@ -160,7 +192,9 @@ def format_results(cfg: OpsBenchConfig, results: list[CaseResult]) -> str:
         f"detkit.ops vs torchvision on {cfg.device}: batch {cfg.batch}, {cfg.channels} channels "
         f"(PS: {cfg.ps_output_dim}x{cfg.output_size}^2), {cfg.size}x{cfg.size} map at stride "
         f"{cfg.stride}, {cfg.num_rois} RoIs, {cfg.output_size}x{cfg.output_size} output, "
-        f"sampling {cfg.sampling_ratio}; {cfg.repeats} interleaved repeats, medians; "
+        f"sampling {cfg.sampling_ratio}"
+        + (f" (roi_align_huge: one {cfg.huge_roi}-px RoI, sampling 0)" if cfg.huge_roi else "")
+        + f"; {cfg.repeats} interleaved repeats, medians; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads",
         head, "-" * len(head),
     ]

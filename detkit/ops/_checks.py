@@ -50,13 +50,15 @@ def boxes_to_rois(boxes_per_image: Sequence[Tensor]) -> Tensor:
     return torch.cat(parts, dim=0)
 
 
-def as_roi_tensor(rois: RoIs, input: Tensor) -> Tensor:
+def as_roi_tensor(rois: RoIs, input: Tensor, keep_grad: bool = False) -> Tensor:
     """Return RoIs as ``Tensor[K, 5]`` ``(batch_index, x1, y1, x2, y2)`` in input-image pixels.
 
     Args:
         rois: ``Tensor[K, 5]``, or a list with one ``Tensor[L_i, 4]`` of ``xyxy`` boxes per image
             (image ``i`` gets batch index ``i``), as torchvision's RoI ops accept.
         input: the feature map ``Tensor[N, C, H, W]`` the RoIs index into.
+        keep_grad: return the RoIs still attached to their autograd graph (for an op that is
+            differentiable in its RoI coordinates); by default they are detached.
 
     Raises:
         ValueError: wrong shape, wrong device, or a batch index that is not an integer in
@@ -85,7 +87,7 @@ def as_roi_tensor(rois: RoIs, input: Tensor) -> Tensor:
                 f"rois[:, 0] (batch index) must be an integer in [0, {input.shape[0]}) for an "
                 f"input of batch size {input.shape[0]}; got {first}"
             )
-    return rois.detach()
+    return rois if keep_grad else rois.detach()
 
 
 def check_per_bin(

@@ -15,6 +15,7 @@ import torch
 import torchvision.ops
 from torch import Tensor
 
+from detkit.ops import _sampling
 from detkit.ops._checks import (
     RoIs,
     as_roi_tensor,
@@ -24,14 +25,18 @@ from detkit.ops._checks import (
     pair,
 )
 from detkit.ops._sampling import (
-    MAX_SAMPLES_PER_CHUNK,
-    bilinear_bag_sum,
+    SampleLayout,
+    SampleSlice,
+    bag_max,
+    bag_sum,
+    bilinear_corners,
     clamp_samples,
-    ragged_grid,
-    uniform_grid,
+    first_max,
+    pool_chunks,
 )
 
 Backend = Literal["auto", "detkit", "torchvision"]
+PoolMode = Literal["avg", "max"]
 
 
 def _grid_sizes(size: Tensor, bins: int, sampling_ratio: int) -> Tensor:
@@ -41,23 +46,14 @@ def _grid_sizes(size: Tensor, bins: int, sampling_ratio: int) -> Tensor:
     return torch.ceil(size / bins).clamp(min=0).long()
 
 
-def _align_pool_chunk(
-    table: Tensor, row_base: Tensor, rois: Tensor, feature_size: tuple[int, int],
-    output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int, aligned: bool,
-    offset: Tensor | None, mask: Tensor | None, gamma: float,
-) -> Tensor:
-    """RoIAlign-style pooling of ``K`` RoIs; returns ``Tensor[K * PH * PW, C]`` (bins in row order).
+def _roi_boxes(
+    rois: Tensor, spatial_scale: float, aligned: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(finite, y1, x1, roi_h, roi_w)``, each ``Tensor[K]``, in feature-map pixels.
 
-    ``row_base: Tensor[K, PH * PW]`` is the table row of pixel (0, 0) that each bin reads.
-    Samples follow torchvision's RoIAlign (and mmcv's DeformRoIPool): a bin of size ``bh x bw``
-    starting at ``(y1, x1)`` (plus ``gamma * roi_size * offset``) has samples at ``y1 + (ph + (iy
-    + 0.5) / gh) * bh``; a sample outside ``[-1, H] x [-1, W]`` counts in the average as 0.
+    A RoI with a NaN or infinite coordinate is marked not finite and given zero coordinates, so it
+    pools to zeros and passes no NaN to any gradient.
     """
-    height, width = feature_size
-    ph_count, pw_count = output_size
-    bins = ph_count * pw_count
-    num_rois = rois.shape[0]
-    # A RoI with a NaN or infinite coordinate pools to zeros and passes no NaN to any gradient.
     finite = torch.isfinite(rois[:, 1:]).all(dim=1)
     coords = torch.where(finite[:, None], rois[:, 1:], 0.0)
     shift = 0.5 if aligned else 0.0
@@ -68,76 +64,94 @@ def _align_pool_chunk(
     if not aligned:  # legacy RoIAlign forces malformed RoIs to 1x1
         roi_w = roi_w.clamp(min=1.0)
         roi_h = roi_h.clamp(min=1.0)
-    bin_w = roi_w / pw_count
-    bin_h = roi_h / ph_count
-    if sampling_ratio > 0:
-        grid = uniform_grid(num_rois, output_size, (sampling_ratio, sampling_ratio), rois.dtype,
-                            rois.device)
-        count = rois.new_full((num_rois,), float(sampling_ratio * sampling_ratio))
-    else:
-        grid_h = _grid_sizes(roi_h, ph_count, sampling_ratio)
-        grid_w = _grid_sizes(roi_w, pw_count, sampling_ratio)
-        grid = ragged_grid(output_size, grid_h, grid_w, rois.dtype)
-        count = (grid_h * grid_w).clamp(min=1).to(rois.dtype)
+    return finite, y1, x1, roi_h, roi_w
 
+
+def _deform_bins(
+    y1: Tensor, x1: Tensor, roi_h: Tensor, roi_w: Tensor, scale: Tensor, bins: int,
+    offset: Tensor | None, mask: Tensor | None, gamma: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-bin start ``(y, x)`` and sample weight, each ``Tensor[K * P]``, from per-RoI
+    ``Tensor[K]`` values, ``offset: Tensor[K, 2, PH, PW]`` and ``mask: Tensor[K, 1, PH, PW]``.
+
+    mmcv DeformRoIPool: the whole bin moves by ``gamma * roi_size * offset``; DCNv2: the mask
+    multiplies the bin. A NaN or infinite offset or mask entry zeroes its bin only and passes no
+    NaN to any gradient (``torch.where`` gives the masked-out entry a zero gradient).
+    """
+    num_rois = y1.shape[0]
     start_y = y1[:, None].expand(num_rois, bins)
     start_x = x1[:, None].expand(num_rois, bins)
-    if offset is not None:  # mmcv DeformRoIPool: the whole bin moves by gamma * roi_size * offset
+    scale = scale[:, None].expand(num_rois, bins)
+    if offset is not None:
+        offset_ok = torch.isfinite(offset).all(dim=1, keepdim=True)
+        offset = torch.where(offset_ok, offset, 0.0)
         start_x = start_x + gamma * roi_w[:, None] * offset[:, 0].reshape(num_rois, bins)
         start_y = start_y + gamma * roi_h[:, None] * offset[:, 1].reshape(num_rois, bins)
-    ys = start_y.reshape(-1)[grid.bag] + grid.fy * bin_h[grid.roi]
-    xs = start_x.reshape(-1)[grid.bag] + grid.fx * bin_w[grid.roi]
-    valid, ys, xs = clamp_samples(ys, xs, height, width, margin=1.0)
-
-    scale = (finite.to(rois.dtype) / count)[:, None].expand(num_rois, bins)
-    if mask is not None:  # DCNv2: the mask multiplies the bin's average
-        scale = scale * mask.reshape(num_rois, bins)
-    weight = scale.reshape(-1)[grid.bag] * valid
-    return bilinear_bag_sum(
-        table, row_base.reshape(-1)[grid.bag], ys, xs, weight, grid.bag_offsets, height, width
-    )
+        scale = scale * offset_ok.reshape(num_rois, bins)
+    if mask is not None:
+        mask = mask.reshape(num_rois, bins)
+        scale = scale * torch.where(torch.isfinite(mask), mask, 0.0)
+    return start_y.reshape(-1), start_x.reshape(-1), scale.reshape(-1)
 
 
 def _align_pool(
     table: Tensor, row_base: Tensor, rois: Tensor, feature_size: tuple[int, int],
     output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int, aligned: bool,
     offset: Tensor | None = None, mask: Tensor | None = None, gamma: float = 0.0,
+    mode: PoolMode = "avg",
 ) -> Tensor:
-    """``_align_pool_chunk`` over RoI chunks small enough to bound the sample memory."""
-    num_rois = rois.shape[0]
-    bins = output_size[0] * output_size[1]
+    """RoIAlign-style pooling of ``K`` RoIs; returns ``Tensor[K * PH * PW, C]`` (bins in row order).
+
+    ``row_base: Tensor[K, PH * PW]`` is the table row of pixel (0, 0) that each bin reads.
+    Samples follow torchvision's RoIAlign (and mmcv's DeformRoIPool): a bin of size ``bh x bw``
+    starting at ``(y1, x1)`` (plus ``gamma * roi_size * offset``) has samples at ``y1 + (ph + (iy
+    + 0.5) / gh) * bh``; a sample outside ``[-1, H] x [-1, W]`` counts as 0 (in the average, or
+    as a candidate for the max). Samples are generated and pooled in chunks (``pool_chunks``), so
+    memory is bounded for any RoI size.
+    """
+    height, width = feature_size
+    ph_count, pw_count = output_size
+    bins = ph_count * pw_count
+    num_rois, dtype = rois.shape[0], rois.dtype
     if num_rois == 0:
         return table.new_zeros((0, table.shape[1])) + table[:0].sum()  # keeps the graph
-    if sampling_ratio > 0:
-        per_roi = torch.full((num_rois,), bins * sampling_ratio**2, device=rois.device)
-    else:
-        coords = torch.nan_to_num(rois[:, 1:], nan=0.0, posinf=0.0, neginf=0.0) * spatial_scale
-        grid_h = _grid_sizes(coords[:, 3] - coords[:, 1], output_size[0], 0).clamp(min=1)
-        grid_w = _grid_sizes(coords[:, 2] - coords[:, 0], output_size[1], 0).clamp(min=1)
-        per_roi = grid_h * grid_w * bins
-    if int(per_roi.sum()) <= MAX_SAMPLES_PER_CHUNK:
-        chunks = [slice(0, num_rois)]
-    else:
-        ends = torch.cumsum(per_roi, 0)
-        chunk_of_roi = torch.div(ends - 1, MAX_SAMPLES_PER_CHUNK, rounding_mode="floor")
-        sizes = torch.unique_consecutive(chunk_of_roi, return_counts=True)[1].tolist()
-        stops = [sum(sizes[: i + 1]) for i in range(len(sizes))]
-        chunks = [slice(a, b) for a, b in zip([0, *stops[:-1]], stops, strict=True)]
-    outputs = [
-        _align_pool_chunk(
-            table, row_base[c], rois[c], feature_size, output_size, spatial_scale, sampling_ratio,
-            aligned, None if offset is None else offset[c], None if mask is None else mask[c],
-            gamma,
-        )
-        for c in chunks
-    ]
-    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=0)
+    finite, y1, x1, roi_h, roi_w = _roi_boxes(rois, spatial_scale, aligned)
+    bin_w = roi_w / pw_count
+    bin_h = roi_h / ph_count
+    grid_h = _grid_sizes(roi_h.detach(), ph_count, sampling_ratio)
+    grid_w = _grid_sizes(roi_w.detach(), pw_count, sampling_ratio)
+    layout = SampleLayout(output_size, grid_h, grid_w)
+
+    scale = finite.to(dtype)
+    if mode == "avg":
+        scale = scale / (grid_h * grid_w).clamp(min=1).to(dtype)
+    start_y, start_x, scale = _deform_bins(y1, x1, roi_h, roi_w, scale, bins, offset, mask, gamma)
+    row_base = row_base.reshape(-1)
+
+    def pool_slice(sl: SampleSlice) -> Tensor:
+        fy = sl.ph.to(dtype) + (sl.iy.to(dtype) + 0.5) / grid_h[sl.roi].to(dtype)
+        fx = sl.pw.to(dtype) + (sl.ix.to(dtype) + 0.5) / grid_w[sl.roi].to(dtype)
+        ys = start_y[sl.bag] + fy * bin_h[sl.roi]
+        xs = start_x[sl.bag] + fx * bin_w[sl.roi]
+        valid, ys, xs = clamp_samples(ys, xs, height, width, margin=1.0)
+        index, weight = bilinear_corners(row_base[sl.bag], ys, xs, scale[sl.bag] * valid, height,
+                                         width)
+        if mode == "avg":
+            return bag_sum(table, index, weight, sl.bag_offsets)
+        one_per_sample = torch.arange(index.shape[0], device=index.device)
+        return bag_max(bag_sum(table, index, weight, one_per_sample), sl)
+
+    if mode == "avg":
+        return pool_chunks(layout, pool_slice, merge=torch.add)
+    limit = max(1, min(_sampling.MAX_SAMPLES_PER_CHUNK,
+                       _sampling.MAX_VALUES_PER_CHUNK // table.shape[1]))
+    return pool_chunks(layout, pool_slice, merge=first_max, limit=limit)
 
 
 def _pool_nchw(
     input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float,
     sampling_ratio: int, aligned: bool, offset: Tensor | None = None, mask: Tensor | None = None,
-    gamma: float = 0.0,
+    gamma: float = 0.0, mode: PoolMode = "avg",
 ) -> Tensor:
     """RoIAlign over all channels with detkit's kernel; ``Tensor[K, C, PH, PW]`` in input dtype.
 
@@ -154,7 +168,7 @@ def _pool_nchw(
         pooled = _align_pool(
             table, row_base, rois, (h, w), output_size, spatial_scale, sampling_ratio, aligned,
             None if offset is None else offset.to(dtype), None if mask is None else mask.to(dtype),
-            gamma,
+            gamma, mode,
         )
     out = pooled.view(num_rois, *output_size, c).permute(0, 3, 1, 2)
     return out.to(input.dtype)
@@ -170,9 +184,17 @@ def _use_detkit(backend: Backend, input: Tensor) -> bool:
 
 def roi_align(
     input: Tensor, rois: RoIs, output_size: int | tuple[int, int], spatial_scale: float = 1.0,
-    sampling_ratio: int = -1, aligned: bool = False, *, backend: Backend = "auto",
+    sampling_ratio: int = -1, aligned: bool = False, *, mode: PoolMode = "avg",
+    backend: Backend = "auto",
 ) -> Tensor:
     """RoIAlign (Mask R-CNN), same arguments and results as ``torchvision.ops.roi_align``.
+
+    ``mode="max"`` is mmcv's ``RoIAlign(pool_mode="max")``: each bin is the largest of its
+    bilinearly interpolated samples (a sample outside ``[-1, H] x [-1, W]`` is a 0 candidate)
+    instead of their mean, per channel. The gradient goes to the first maximal sample, as in
+    mmcv; a bin without samples (a zero-size RoI with ``aligned=True`` and adaptive sampling)
+    gives 0 where mmcv writes ``-FLT_MAX``. torchvision has no max mode, so ``mode="max"`` always
+    runs detkit's kernel (on CPU and CUDA).
 
     Args:
         input: ``Tensor[N, C, H, W]`` feature map.
@@ -180,21 +202,32 @@ def roi_align(
             of ``Tensor[L_i, 4]`` xyxy boxes, one per image.
         output_size: ``(PH, PW)`` or ``P``.
         spatial_scale: feature-map size / image size (1 / stride).
-        sampling_ratio: samples per bin along each axis; ``<= 0`` means ``ceil(roi_size / P)``.
+        sampling_ratio: samples per bin along each axis; ``<= 0`` means ``ceil(roi_size / P)``
+            (any RoI size: samples are pooled in chunks of bounded memory).
         aligned: shift RoI corners by -0.5 pixel (Detectron2's ``ROIAlignV2``).
+        mode: ``"avg"`` (torchvision's RoIAlign) or ``"max"`` (mmcv's max mode).
         backend: ``"detkit"`` (weighted-gather kernel), ``"torchvision"``, or ``"auto"`` (detkit
-            on CPU, where it is faster; torchvision on CUDA).
+            on CPU, where it is faster, and for ``mode="max"``; torchvision on CUDA).
 
     Returns:
         ``Tensor[K, C, PH, PW]`` in the input's dtype; half/bfloat16 accumulate in float32.
+        Gradients flow to ``input`` (not to ``rois``); a RoI with a NaN or infinite coordinate
+        pools to zeros and passes no NaN to any gradient.
     """
     check_input(input)
     output_size = pair(output_size, "output_size")
     roi_tensor = as_roi_tensor(rois, input)
-    if not _use_detkit(backend, input):
+    if mode not in ("avg", "max"):
+        raise ValueError(f"mode must be 'avg' or 'max', got {mode!r}")
+    use_detkit = _use_detkit(backend, input)
+    if mode == "max" and backend == "torchvision":
+        raise ValueError("mode='max' needs backend 'detkit' or 'auto': torchvision's roi_align "
+                         "has no max mode")
+    if not use_detkit and mode == "avg":
         return torchvision.ops.roi_align(input, roi_tensor.to(input.dtype), output_size,
                                          spatial_scale, sampling_ratio, aligned)
-    return _pool_nchw(input, roi_tensor, output_size, spatial_scale, sampling_ratio, aligned)
+    return _pool_nchw(input, roi_tensor, output_size, spatial_scale, sampling_ratio, aligned,
+                      mode=mode)
 
 
 def ps_roi_align(
@@ -260,7 +293,10 @@ def deform_roi_pool(
         rois: ``Tensor[K, 5]`` ``(batch_index, x1, y1, x2, y2)`` in input-image pixels, or a list
             of ``Tensor[L_i, 4]``.
         offset: ``Tensor[K, 2, PH, PW]``, channel 0 = x, 1 = y, in units of ``gamma * roi_size``.
-        mask: ``Tensor[K, 1, PH, PW]``, usually a sigmoid output.
+            A bin whose offset is NaN or infinite pools to 0; other bins and RoIs are unaffected
+            and every gradient stays finite (that entry's gradient is 0).
+        mask: ``Tensor[K, 1, PH, PW]``, usually a sigmoid output; a NaN or infinite entry makes
+            its bin 0, in the same way.
         output_size: ``(PH, PW)`` or ``P``.
         spatial_scale: 1 / stride of ``input``.
         sampling_ratio: samples per bin per axis; ``0`` means ``ceil(roi_size / P)``.

@@ -120,7 +120,9 @@ def deform_psroi_pool(
       channel ``c`` uses class ``c // (output_dim // num_classes)``.
     - ``group_size=1`` gives DCN's (non position-sensitive) deformable RoI pooling.
 
-    Gradients flow to ``input`` and ``offset``; the sample count is piecewise constant.
+    Gradients flow to ``input`` and ``offset``; the sample count is piecewise constant. A NaN or
+    infinite offset entry moves its bins' samples off the map: those bins pool to 0, other bins
+    and RoIs are unaffected, and every gradient stays finite (as for a NaN RoI).
 
     Args:
         input: ``Tensor[N, output_dim * group_size**2, H, W]``.

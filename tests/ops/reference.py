@@ -1,6 +1,6 @@
 """Scalar-loop reference implementations written straight from the operators' published
-semantics (mmcv DeformRoIPool, Deformable ConvNets DeformablePSROIPooling). Slow, tiny inputs only;
-they share no code with detkit.ops."""
+semantics (mmcv DeformRoIPool and RoIAlign max mode, Deformable ConvNets DeformablePSROIPooling,
+PreciseRoIPooling). Slow, tiny inputs only; they share no code with detkit.ops."""
 
 from __future__ import annotations
 
@@ -118,4 +118,74 @@ def deform_psroi_pool(x, rois, offset, output_dim, group_size, pooled_size, scal
                             total += _bilinear_floor_ceil(x[b, channel], h, w)
                             count += 1
                     out[k, c, ph, pw] = total / count if count else 0.0
+    return out
+
+
+def _tent_integral(a: float, b: float, j: int) -> float:
+    """Closed form of the integral of max(0, 1 - |t - j|) over [a, b] (a <= b): the rising half
+    on [j - 1, j] (t - j + 1) and the falling half on [j, j + 1] (j + 1 - t), each clipped."""
+    total = 0.0
+    lo, hi = max(a, j - 1.0), min(b, float(j))
+    if hi > lo:
+        total += ((hi - j + 1.0) ** 2 - (lo - j + 1.0) ** 2) / 2.0
+    lo, hi = max(a, float(j)), min(b, j + 1.0)
+    if hi > lo:
+        total += ((j + 1.0 - lo) ** 2 - (j + 1.0 - hi) ** 2) / 2.0
+    return total
+
+
+def prroi_pool(x, rois, out_h, out_w, scale):
+    """PreciseRoIPooling (IoU-Net): exact integral of the bilinear interpolant (0 outside the map)
+    over each bin, divided by the bin area; a zero-area bin gives 0; no half-pixel shift."""
+    _, channels, height, width = x.shape
+    out = torch.zeros(rois.shape[0], channels, out_h, out_w, dtype=x.dtype)
+    for k in range(rois.shape[0]):
+        b = int(rois[k, 0])
+        x1, y1, x2, y2 = (float(v) * scale for v in rois[k, 1:])
+        bin_w, bin_h = max(x2 - x1, 0.0) / out_w, max(y2 - y1, 0.0) / out_h
+        area = bin_w * bin_h
+        if area == 0:
+            continue
+        for ph in range(out_h):
+            ya, yb = y1 + ph * bin_h, y1 + (ph + 1) * bin_h
+            ty = [_tent_integral(ya, yb, i) for i in range(height)]
+            for pw in range(out_w):
+                xa, xb = x1 + pw * bin_w, x1 + (pw + 1) * bin_w
+                tx = [_tent_integral(xa, xb, j) for j in range(width)]
+                acc = torch.zeros(channels, dtype=x.dtype)
+                for i in range(height):
+                    for j in range(width):
+                        if ty[i] and tx[j]:
+                            acc += ty[i] * tx[j] * x[b, :, i, j]
+                out[k, :, ph, pw] = acc / area
+    return out
+
+
+def roi_align_max(x, rois, out_h, out_w, scale, sampling_ratio, aligned):
+    """mmcv RoIAlign with pool_mode="max": per channel, the largest bilinear sample of the bin
+    (samples outside [-1, H] x [-1, W] are 0 candidates); an empty grid is reported as None
+    (mmcv writes -FLT_MAX there)."""
+    out = torch.zeros(rois.shape[0], x.shape[1], out_h, out_w, dtype=x.dtype)
+    shift = 0.5 if aligned else 0.0
+    for k in range(rois.shape[0]):
+        b = int(rois[k, 0])
+        x1, y1, x2, y2 = (float(v) * scale - shift for v in rois[k, 1:])
+        roi_w, roi_h = x2 - x1, y2 - y1
+        if not aligned:
+            roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
+        bin_w, bin_h = roi_w / out_w, roi_h / out_h
+        gh = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_h / out_h)
+        gw = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_w / out_w)
+        for ph in range(out_h):
+            for pw in range(out_w):
+                for c in range(x.shape[1]):
+                    best = None
+                    for iy in range(gh):
+                        yy = y1 + ph * bin_h + (iy + 0.5) * bin_h / gh
+                        for ix in range(gw):
+                            xx = x1 + pw * bin_w + (ix + 0.5) * bin_w / gw
+                            value = float(_bilinear_roi_align(x[b, c : c + 1], yy, xx)[0])
+                            if best is None or value > best:
+                                best = value
+                    out[k, c, ph, pw] = 0.0 if best is None else best
     return out

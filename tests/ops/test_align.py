@@ -262,12 +262,187 @@ def test_roi_align_bad_input():
 
 
 def test_roi_align_huge_rois_are_chunked(monkeypatch):
-    import detkit.ops.align as align
+    import detkit.ops._sampling as sampling
 
-    monkeypatch.setattr(align, "MAX_SAMPLES_PER_CHUNK", 500)
+    monkeypatch.setattr(sampling, "MAX_SAMPLES_PER_CHUNK", 500)
     x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
     rois = make_rois(25, 2, (48, 48), seed=7)
     for sr in (0, 2):
         torch.testing.assert_close(
             ops.roi_align(x, rois, 3, 0.25, sr, True, backend="detkit"),
             torchvision.ops.roi_align(x, rois, 3, 0.25, sr, True))
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_roi_align_max_matches_scalar_reference(aligned, sampling_ratio):
+    g = torch.Generator().manual_seed(40)
+    x = torch.randn(2, 3, 9, 11, dtype=torch.float64, generator=g)
+    rois = make_rois(12, 2, (36, 44), seed=40)  # some cross the border: 0-valued samples
+    out = ops.roi_align(x, rois, (3, 2), 0.25, sampling_ratio, aligned, mode="max")
+    ref = reference.roi_align_max(x, rois, 3, 2, 0.25, sampling_ratio, aligned)
+    torch.testing.assert_close(out, ref)
+    # max >= mean, and equal where a bin has a single sample
+    mean = ops.roi_align(x, rois, (3, 2), 0.25, sampling_ratio, aligned)
+    assert (out >= mean - 1e-12).all()
+    one = ops.roi_align(x, rois, (3, 2), 0.25, 1, aligned, mode="max")
+    torch.testing.assert_close(one, ops.roi_align(x, rois, (3, 2), 0.25, 1, aligned))
+
+
+def test_roi_align_max_hand_computed_and_ties():
+    # 4x4 map 10*y + x, RoI (0, 0)-(4, 4), one bin, 2x2 samples at y, x in {1, 3}: max 33
+    x = (10 * torch.arange(4.0)[:, None] + torch.arange(4.0)[None, :]).view(1, 1, 4, 4)
+    x.requires_grad_()
+    rois = torch.tensor([[0.0, 0.0, 0.0, 4.0, 4.0]])
+    out = ops.roi_align(x, rois, 1, 1.0, 2, mode="max")
+    assert out.item() == 33.0
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert grad[0, 0, 3, 3] == 1.0 and grad.sum() == 1.0
+    # a constant map: every sample ties; the gradient goes to the first sample only (mmcv)
+    ones = torch.ones(1, 1, 4, 4, requires_grad=True)
+    (grad,) = torch.autograd.grad(ops.roi_align(ones, rois, 1, 1.0, 2, mode="max").sum(), ones)
+    assert grad[0, 0, 1, 1] == 1.0 and grad.sum() == 1.0
+    # a zero-size RoI with aligned=True and adaptive sampling has no samples: 0 (mmcv: -FLT_MAX)
+    point = torch.tensor([[0.0, 2.0, 2.0, 2.0, 2.0]])
+    assert ops.roi_align(x, point, 2, 1.0, 0, True, mode="max").abs().sum() == 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_roi_align_max_gradcheck(device, sampling_ratio):
+    g = torch.Generator().manual_seed(41)
+    x = torch.randn(2, 1, 5, 6, dtype=torch.float64, generator=g).to(device).requires_grad_()
+    rois = make_rois(4, 2, (20, 24), min_side=4.0, seed=41).to(device)
+    assert gradcheck(lambda x: ops.roi_align(x, rois, 2, 0.25, sampling_ratio, True, mode="max"),
+                     (x,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_roi_align_max_runs_detkit_on_every_device(device):
+    x = torch.randn(1, 2, 8, 8, device=device)
+    rois = torch.tensor([[0.0, 1.0, 1.0, 20.0, 24.0]], device=device)
+    auto = ops.roi_align(x, rois, 2, 0.25, 2, True, mode="max")
+    torch.testing.assert_close(auto, ops.roi_align(x, rois, 2, 0.25, 2, True, mode="max",
+                                                   backend="detkit"))
+    with pytest.raises(ValueError, match="no max mode"):
+        ops.roi_align(x, rois, 2, mode="max", backend="torchvision")
+    with pytest.raises(ValueError, match="mode must be"):
+        ops.roi_align(x, rois, 2, mode="sum")
+
+
+def _bad_bins(kind, value, rois, bins):
+    """offset/mask with one non-finite entry at RoI 1, bin (0, 1)."""
+    offset = torch.randn(rois.shape[0], 2, *bins, dtype=torch.float64) * 0.2
+    mask = torch.rand(rois.shape[0], 1, *bins, dtype=torch.float64)
+    (offset if kind == "offset" else mask)[1, 0, 0, 1] = value
+    return offset, mask
+
+
+@pytest.mark.parametrize("kind", ["offset", "mask"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_non_finite_offset_or_mask_only_zeroes_its_bin(kind, value, sampling_ratio):
+    x = torch.randn(2, 3, 8, 9, dtype=torch.float64, requires_grad=True)
+    rois = make_rois(4, 2, (32, 36), min_side=4.0, seed=42)
+    offset, mask = _bad_bins(kind, value, rois, (2, 3))
+    clean_offset, clean_mask = offset.clone(), mask.clone()
+    if kind == "offset":
+        clean_offset[1, 0, 0, 1] = 0.0
+    else:
+        clean_mask[1, 0, 0, 1] = 1.0
+    kwargs = {"output_size": (2, 3), "spatial_scale": 0.25, "sampling_ratio": sampling_ratio}
+    for t in (offset, mask, clean_offset, clean_mask):
+        t.requires_grad_()
+    out = ops.deform_roi_pool(x, rois, offset, mask, **kwargs)
+    clean = ops.deform_roi_pool(x, rois, clean_offset, clean_mask, **kwargs)
+    hit = torch.zeros_like(out, dtype=torch.bool)
+    hit[1, :, 0, 1] = True
+    assert (out[hit] == 0).all() and (clean[hit] != 0).all()
+    torch.testing.assert_close(out[~hit], clean[~hit])  # every other bin and RoI is unchanged
+    grad_out = torch.randn_like(out).masked_fill(hit, 0.0)
+    grads = torch.autograd.grad(out, (x, offset, mask), grad_out)
+    assert all(torch.isfinite(gr).all() for gr in grads)
+    assert grads[1][1, :, 0, 1].abs().sum() == 0 and grads[2][1, :, 0, 1].abs().sum() == 0
+    clean_grads = torch.autograd.grad(clean, (x, clean_offset, clean_mask), grad_out)
+    for ours, ref in zip(grads, clean_grads, strict=True):
+        torch.testing.assert_close(ours, ref)
+
+
+def _count_slices(monkeypatch):
+    """Record the number of samples of every slice the kernel materialises."""
+    import detkit.ops._sampling as sampling
+
+    sizes = []
+    original = sampling.SampleLayout.slice
+
+    def recording(self, start, stop, lo, hi):
+        sizes.append(stop - start)
+        return original(self, start, stop, lo, hi)
+
+    monkeypatch.setattr(sampling.SampleLayout, "slice", recording)
+    return sizes
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_huge_adaptive_roi_has_bounded_chunks_and_is_exact(monkeypatch, aligned):
+    # A 200-px RoI at scale 1 on a 6x7 map, 2x2 output: 100x100 samples per bin (4e4 in all),
+    # where torchvision's answer is cheap. With a 3000-sample limit every bin is split; the
+    # limit is what bounds memory for any RoI size (a 20,000-px RoI has 4e8 samples).
+    import detkit.ops._sampling as sampling
+
+    x = torch.randn(1, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0.0, -80.0, -50.0, 120.0, 150.0], [0.0, 1.0, 1.0, 5.0, 4.0]],
+                        dtype=torch.float64)
+    total = 4 * 100 * 100 + 4 * 2 * 2
+    monkeypatch.setattr(sampling, "MAX_SAMPLES_PER_CHUNK", 3_000)
+    sizes = _count_slices(monkeypatch)
+    out = ops.roi_align(x, rois, 2, 1.0, 0, aligned, backend="detkit")
+    assert len(sizes) >= total // 3_000 and max(sizes) <= 3_000 and sum(sizes) == total
+    ref = torchvision.ops.roi_align(x, rois, 2, 1.0, 0, aligned)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(ref)
+    sizes.clear()
+    (g_ours,) = torch.autograd.grad(out, x, grad)
+    assert max(sizes) <= 3_000 and sum(sizes) == total  # backward recomputes chunk by chunk
+    torch.testing.assert_close(g_ours, torch.autograd.grad(ref, x, grad)[0])
+
+
+def test_chunked_autograd_saves_no_samples(monkeypatch):
+    # What autograd keeps for backward does not grow with the number of samples: only the
+    # inputs and per-bin quantities are saved; chunks are recomputed in backward.
+    import detkit.ops._sampling as sampling
+
+    monkeypatch.setattr(sampling, "MAX_SAMPLES_PER_CHUNK", 500)
+    x = torch.randn(1, 2, 6, 7, requires_grad=True)
+    offset = torch.zeros(1, 2, 2, 2, requires_grad=True)
+
+    def saved_numel(side):
+        total = 0
+
+        def pack(t):
+            nonlocal total
+            total += t.numel()
+            return t
+
+        rois = torch.tensor([[0.0, 0.0, 0.0, side, side]])
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            ops.deform_roi_pool(x, rois, offset, output_size=2, sampling_ratio=0)
+        return total
+
+    small, huge = saved_numel(30.0), saved_numel(160.0)  # 900 vs 25,600 samples
+    assert huge == small and huge < 500
+
+
+@pytest.mark.parametrize("sampling_ratio", [0, 3])
+def test_roi_align_max_chunked_equals_unchunked(monkeypatch, sampling_ratio):
+    import detkit.ops._sampling as sampling
+
+    g = torch.Generator().manual_seed(43)
+    x = torch.randn(2, 4, 9, 10, dtype=torch.float64, generator=g, requires_grad=True)
+    rois = make_rois(8, 2, (36, 40), seed=43)
+    whole = ops.roi_align(x, rois, 3, 0.25, sampling_ratio, True, mode="max")
+    (g_whole,) = torch.autograd.grad(whole.sum(), x)
+    monkeypatch.setattr(sampling, "MAX_VALUES_PER_CHUNK", 4 * 7)  # 7 samples: bins split
+    chunked = ops.roi_align(x, rois, 3, 0.25, sampling_ratio, True, mode="max")
+    torch.testing.assert_close(chunked, whole)
+    torch.testing.assert_close(torch.autograd.grad(chunked.sum(), x)[0], g_whole)

@@ -138,3 +138,24 @@ def test_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         ops.deform_psroi_pool(args.pop("input"), args.pop("rois"), args.pop("offset"), **args)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_offset_only_zeroes_its_bins(value):
+    x = torch.randn(2, 2 * 4, 7, 7, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0.0, 1.0, 1.0, 20.0, 22.0], [1.0, 2.0, 3.0, 18.0, 14.0]],
+                        dtype=torch.float64)
+    kwargs = {"output_dim": 2, "group_size": 2, "pooled_size": 2, "spatial_scale": 0.3,
+              "trans_std": 0.1}
+    clean = torch.randn(2, 2, 2, 2, dtype=torch.float64) * 0.3
+    offset = clean.clone()
+    offset[1, 1, 0, 1] = value  # the y offset of bin (0, 1) of RoI 1
+    offset.requires_grad_()
+    out = ops.deform_psroi_pool(x, rois, offset, **kwargs)
+    ref = ops.deform_psroi_pool(x, rois, clean, **kwargs)
+    hit = torch.zeros_like(out, dtype=torch.bool)
+    hit[1, :, 0, 1] = True
+    assert (out[hit] == 0).all() and (ref[hit] != 0).all()
+    torch.testing.assert_close(out[~hit], ref[~hit])
+    grads = torch.autograd.grad(out.sum(), (x, offset))
+    assert all(torch.isfinite(gr).all() for gr in grads)
