@@ -91,9 +91,9 @@ def mean_valid_over(values: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarr
     return np.where(count > 0, total / np.maximum(count, 1), -1.0)
 
 
-def iou_index(coco_eval: COCOeval, iou: float) -> int:
+def iou_index(iou_thresholds: np.ndarray, iou: float) -> int:
     """Index of IoU threshold ``iou`` in ``params.iouThrs`` (linspace values: compare closely)."""
-    matches = np.flatnonzero(np.isclose(coco_eval.params.iouThrs, iou))
+    matches = np.flatnonzero(np.isclose(iou_thresholds, iou))
     if matches.size != 1:
-        raise ValueError(f"IoU threshold {iou} is not in {coco_eval.params.iouThrs}")
+        raise ValueError(f"IoU threshold {iou} is not in {iou_thresholds}")
     return int(matches[0])
