@@ -171,8 +171,9 @@ def _candidate_pairs(dt_group: np.ndarray, gt_group: np.ndarray, dt: Boxes, gt: 
         offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
         gt_of_pair = np.repeat(gt_start[slot[d]], counts) + offset
         # Only pairs that overlap can reach the threshold: filter on x, then y, then IoU.
-        w = (np.minimum(dt_x2[det_of_pair], gt_x2[gt_of_pair])
-             - np.maximum(dt_x1[det_of_pair], gt_x1[gt_of_pair]))
+        # (np.repeat of a detection's value is the gather dt_x2[det_of_pair], only faster.)
+        w = (np.minimum(np.repeat(dt_x2[d], counts), gt_x2[gt_of_pair])
+             - np.maximum(np.repeat(dt_x1[d], counts), gt_x1[gt_of_pair]))
         keep = np.flatnonzero(w > 0)
         det_of_pair, gt_of_pair, w = det_of_pair[keep], gt_of_pair[keep], w[keep]
         h = (np.minimum(dt_y2[det_of_pair], gt_y2[gt_of_pair])
