@@ -9,15 +9,18 @@ them to check, not to train.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 
-from detkit.eval._cocoapi import AREA_LABELS, load_results, mean_valid, quiet, run_cocoeval
+from detkit.eval._cocoapi import AREA_LABELS, mean_valid, quiet
 from detkit.eval.coco import metrics_from_precision
+from detkit.eval.groundtruth import build_coco_gt
 from detkit.eval.metrics import PROPOSAL_SIZES, proposal_key
 from detkit.eval.proposals import STANDARD_BUDGETS
 
@@ -71,3 +74,47 @@ def _proposal_results(coco_gt: COCO, proposals: dict[int, Tensor]) -> list[dict]
             for rank, box in enumerate(boxes_xywh)
         ]
     return results
+
+
+def load_results(coco_gt: COCO, results: list[dict]) -> COCO:
+    """``coco_gt.loadRes(results)`` that accepts an empty list and never mutates ``results``.
+
+    ``COCO.loadRes([])`` raises (it reads ``anns[0]``), so an empty result set gets a results
+    object built the way ``loadRes`` would build it (same images and categories, no
+    annotations); COCOeval then scores it with its own semantics (0 where ground truth exists).
+    """
+    known = set(coco_gt.getImgIds())
+    unknown = sorted({r["image_id"] for r in results} - known)
+    if unknown:
+        raise ValueError(f"results refer to image ids absent from coco_gt: {unknown[:10]}")
+    with quiet():
+        if results:
+            # loadRes adds id/area/iscrowd/segmentation keys to each dict: work on copies.
+            return coco_gt.loadRes([dict(r) for r in results])
+    return build_coco_gt(coco_gt.dataset.get("images", []), [],
+                         coco_gt.dataset.get("categories", []),
+                         info=copy.deepcopy(coco_gt.dataset.get("info", {})))
+
+
+def run_cocoeval(
+    coco_gt: COCO, coco_dt: COCO, *, image_ids: Sequence[int] | None = None,
+    use_cats: bool = True, max_dets: Sequence[int] | None = None,
+) -> COCOeval:
+    """Run ``COCOeval(iouType="bbox")`` evaluate + accumulate silently and return it.
+
+    Args:
+        coco_gt, coco_dt: ground truth and results objects.
+        image_ids: restrict evaluation to these images (default: all images of ``coco_gt``).
+        use_cats: ``params.useCats``; False pools all categories (proposal scoring).
+        max_dets: ``params.maxDets`` (default ``[1, 10, 100]``).
+    """
+    coco_eval = COCOeval(coco_gt, coco_dt, iouType="bbox")
+    if image_ids is not None:
+        coco_eval.params.imgIds = [int(i) for i in image_ids]
+    coco_eval.params.useCats = int(use_cats)
+    if max_dets is not None:
+        coco_eval.params.maxDets = sorted(int(m) for m in max_dets)
+    with quiet():
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    return coco_eval
