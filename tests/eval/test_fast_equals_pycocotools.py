@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from detkit.eval import build_coco_gt, evaluate_detections, proposal_recall
+from detkit.eval._cocoeval import accumulate, detection_boxes, ground_truth_boxes, match
+from detkit.eval.coco import evaluated_params
 from detkit.eval.reference import reference_evaluate_detections, reference_proposal_recall
 from tests.eval.cases import random_case, reference_cocoeval
 
@@ -67,9 +69,6 @@ def test_detections_equal_pycocotools_on_every_key(seed):
 
 
 def test_precision_and_recall_arrays_equal_pycocotools():
-    from detkit.eval._cocoeval import accumulate, ground_truth_boxes, match
-    from detkit.eval.coco import evaluated_params
-
     dataset, results = _hard_case(5)
     gt = _gt(dataset)
     ref = reference_cocoeval(dataset, [r for r in results if r["category_id"] != 999],
@@ -77,8 +76,6 @@ def test_precision_and_recall_arrays_equal_pycocotools():
     params = evaluated_params(gt, None)
     cat_index = {c: k for k, c in enumerate(params.catIds)}
     kept = [r for r in results if r["category_id"] in cat_index]
-    from detkit.eval._cocoeval import detection_boxes
-
     dt = detection_boxes(np.array([params.imgIds.index(r["image_id"]) for r in kept]),
                          np.array([cat_index[r["category_id"]] for r in kept]),
                          np.array([r["bbox"] for r in kept]), np.array([r["score"] for r in kept]))
