@@ -27,9 +27,10 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-from detkit.data import CocoDetection, DetectionDataModule, collate, original_scale
+from detkit.data import CocoDetection, DetectionDataModule, collate
 from detkit.data.transforms import eval_transforms
-from detkit.eval import evaluate_detections, to_coco_results
+from detkit.engine.module import outputs_in_original_pixels
+from detkit.eval import detections_to_coco_results, evaluate_detections
 
 
 @dataclass
@@ -85,19 +86,29 @@ def train_baseline(model: nn.Module, data: DetectionDataModule, seconds: float,
             step += 1
 
 
+class TorchvisionOutputs(nn.Module):
+    """A torchvision detector whose outputs carry detkit's keys (``boxes`` -> ``boxes_xyxy``),
+    so one conversion serves both models."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return [{"boxes_xyxy": o["boxes"], "scores": o["scores"], "labels": o["labels"]}
+                for o in self.model(images)]
+
+
 @torch.no_grad()
-def evaluate_on(model: nn.Module, dataset: CocoDetection, batch_size: int = 4,
-                detkit_keys: bool = False) -> dict[str, Any]:
-    """COCO metrics of ``model`` on ``dataset`` (predictions mapped to original pixels)."""
+def evaluate_on(model: nn.Module, dataset: CocoDetection, batch_size: int = 4) -> dict[str, Any]:
+    """COCO metrics of ``model`` (detkit outputs: ``boxes_xyxy``, ``scores``, ``labels``) on
+    ``dataset``, predictions mapped to original pixels."""
     model.eval()
-    results: list[dict] = []
+    detections: dict[int, dict[str, torch.Tensor]] = {}
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     for images, targets in loader:
-        for output, target in zip(model(images), targets, strict=True):
-            boxes = output["boxes_xyxy" if detkit_keys else "boxes"]
-            results += to_coco_results(int(target["image_id"]),
-                                       boxes * original_scale(target), output["scores"],
-                                       output["labels"], dataset.label_to_category_id)
+        detections.update(outputs_in_original_pixels(model(images), targets))
+    results = detections_to_coco_results(detections, dataset.label_to_category_id)
     return evaluate_detections(dataset.coco_gt, results, dataset.image_ids)
 
 
@@ -129,10 +140,10 @@ def run_quality(config: str, *, seed: int = 0, out: str = "runs/quality") -> dic
         raise ValueError("the quality comparison uses the built-in set's test split")
     test = test_split(data, data.coco_paths)  # the synthetic set's paths include its test split
     detkit_model = load_module(metrics["checkpoint"]).model
-    ours = evaluate_on(detkit_model, test, detkit_keys=True)
+    ours = evaluate_on(detkit_model, test)
     baseline = build_torchvision_baseline(data.num_classes, data.max_size)
     steps = train_baseline(baseline, data, budget, BaselineRecipe(), seed=seed)
-    theirs = evaluate_on(baseline, test)
+    theirs = evaluate_on(TorchvisionOutputs(baseline), test)
     return {"budget_seconds": budget, "baseline_steps": steps, "detkit": ours,
             "torchvision": theirs, "ap_ratio": ours["AP"] / max(theirs["AP"], 1e-9)}
 

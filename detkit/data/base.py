@@ -7,8 +7,6 @@ pixels. The model maps predictions back by scaling ``input_size`` -> ``orig_size
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +20,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from detkit.eval import build_coco_gt
 
 logger = logging.getLogger(__name__)
 
@@ -115,15 +115,6 @@ def find_missing_files(paths: Sequence[Path], *, what: str, skip: bool) -> list[
     return exists
 
 
-def build_coco(dataset: dict[str, Any]) -> COCO:
-    """A pycocotools ``COCO`` built from an in-memory dict (its index printout silenced)."""
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
-
-
 def load_rgb(path: Path, height: int, width: int) -> np.ndarray:
     """Decode an image file to ``uint8 [H, W, 3]`` RGB.
 
@@ -192,8 +183,11 @@ class DetectionDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
 
     @cached_property
     def coco_gt(self) -> COCO:
-        """pycocotools ``COCO`` with the original annotations, for evaluation."""
-        return build_coco(self._coco_gt_dataset)
+        """pycocotools ``COCO`` with the original annotations, for evaluation (built by
+        ``detkit.eval.build_coco_gt``, the one COCO ground-truth builder)."""
+        dataset = self._coco_gt_dataset
+        return build_coco_gt(dataset["images"], dataset["annotations"], dataset["categories"],
+                             info=dataset.get("info"), licenses=dataset.get("licenses"))
 
     def __len__(self) -> int:
         return len(self.records)

@@ -16,6 +16,7 @@ from detkit.data.base import (
     clip_boxes_xyxy,
     find_missing_files,
 )
+from detkit.eval import complete_annotations
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")
 
@@ -108,31 +109,19 @@ def _check_annotations(
 ) -> dict[int, list[dict[str, Any]]]:
     """Validate annotations and complete them for ``coco_gt``, grouped by image id.
 
-    A missing ``area`` becomes the box area ``w * h``, a missing ``iscrowd`` 0 and a missing
-    ``id`` a fresh one (above the largest id in the file).
+    Completion is ``detkit.eval.complete_annotations`` (a missing ``area`` becomes the box area
+    ``w * h``, a missing ``iscrowd`` 0 and a missing ``id`` a fresh one above the largest id in
+    the file; repeated ids and ids below 1 are errors).
     """
-    used_ids: set[int] = set()
-    for i, ann in enumerate(annotations):
-        name = _entry("annotations", i, ann)
-        try:
-            _check_annotation(ann, name, image_ids, category_ids)
-        except ValueError as error:
-            raise ValueError(f"{ann_file}: {error}") from None
-        if "id" in ann:
-            if ann["id"] in used_ids:
-                raise ValueError(f"{ann_file}: {name} repeats an annotation id")
-            used_ids.add(ann["id"])
-    next_id = max(used_ids, default=0) + 1
+    try:
+        for i, ann in enumerate(annotations):
+            _check_annotation(ann, _entry("annotations", i, ann), image_ids, category_ids)
+        completed = complete_annotations(annotations)
+    except ValueError as error:
+        raise ValueError(f"{ann_file}: {error}") from None
     per_image: dict[int, list[dict[str, Any]]] = {}
-    for ann in annotations:
-        completed = {
-            **ann,
-            "area": ann.get("area", ann["bbox"][2] * ann["bbox"][3]),
-            "iscrowd": int(bool(ann.get("iscrowd", 0))),
-        }
-        if "id" not in ann:
-            completed["id"], next_id = next_id, next_id + 1
-        per_image.setdefault(ann["image_id"], []).append(completed)
+    for ann in completed:
+        per_image.setdefault(ann["image_id"], []).append(ann)
     return per_image
 
 

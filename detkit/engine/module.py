@@ -13,7 +13,15 @@ import torch
 from torch import Tensor
 
 from detkit.data import original_scale
-from detkit.eval import evaluate_detections, proposal_recall, to_coco_results, voc_ap
+from detkit.eval import (
+    detections_to_coco_results,
+    evaluate_detections,
+    ordered_metrics,
+    proposal_budgets,
+    proposal_recall,
+    scalar_metrics,
+    voc_ap,
+)
 from detkit.models import RoIHeadSettings, RPNSettings, build_faster_rcnn
 from detkit.models.backbone import Norm
 
@@ -71,6 +79,9 @@ class DetectionModule(L.LightningModule):
         rpn, roi_head: model settings.
         optimizer, schedule: training settings (gradient clipping and precision are the
             Trainer's: ``--trainer.gradient_clip_val``, ``--trainer.precision``).
+        proposal_recall_every: score RPN proposal recall at validation 1, 1 + k, 1 + 2k, ...
+            (k = this value; 1 = every validation, 0 = never). Its keys are
+            ``proposal_AR{,s,m,l}@N`` for N in ``proposal_budgets(rpn.post_nms_top_n_test)``.
     """
 
     def __init__(
@@ -79,8 +90,12 @@ class DetectionModule(L.LightningModule):
         roi_extractor: str = "roi_align", roi_extractor_args: dict[str, Any] | None = None,
         rpn: RPNSettings | None = None, roi_head: RoIHeadSettings | None = None,
         optimizer: OptimizerSettings | None = None, schedule: ScheduleSettings | None = None,
+        proposal_recall_every: int = 1,
     ) -> None:
         super().__init__()
+        if proposal_recall_every < 0:
+            raise ValueError(f"proposal_recall_every must be >= 0 (0 = off), got "
+                             f"{proposal_recall_every}")
         rpn, roi_head = rpn or RPNSettings(), roi_head or RoIHeadSettings()
         self.optimizer_settings = optimizer or OptimizerSettings()
         self.schedule = schedule or ScheduleSettings()
@@ -93,13 +108,16 @@ class DetectionModule(L.LightningModule):
             "rpn": dataclasses.asdict(rpn), "roi_head": dataclasses.asdict(roi_head),
             "optimizer": dataclasses.asdict(self.optimizer_settings),
             "schedule": dataclasses.asdict(self.schedule),
+            "proposal_recall_every": proposal_recall_every,
         })
+        self.proposal_recall_every = proposal_recall_every
+        self._proposal_limits = proposal_budgets(rpn.post_nms_top_n_test)
+        self._validations = 0  # finished validations (sanity checks not counted)
         self.model = build_faster_rcnn(
             num_classes, backbone=backbone, norm=norm, backbone_weights=backbone_weights,
             trainable_layers=trainable_layers, fpn_channels=fpn_channels,
             roi_extractor=roi_extractor,
             roi_extractor_args=roi_extractor_args, rpn=rpn, roi_head=roi_head)
-        self._val_results: list[dict] = []
         self._val_proposals: dict[int, Tensor] = {}
         self._val_detections: dict[int, dict[str, Tensor]] = {}
         self._step_clock: float | None = None
@@ -166,7 +184,7 @@ class DetectionModule(L.LightningModule):
 
     # ---------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
-        self._val_results, self._val_proposals, self._val_detections = [], {}, {}
+        self._val_proposals, self._val_detections = {}, {}
         self._infer_seconds, self._infer_images = 0.0, 0
         self._step_clock = None  # the interval spanning a validation is not a training step
 
@@ -180,28 +198,24 @@ class DetectionModule(L.LightningModule):
             torch.cuda.synchronize(self.device)
         self._infer_seconds += time.perf_counter() - start
         self._infer_images += len(images)
-        label_map = self._val_dataset().label_to_category_id
-        for output, target in zip(outputs, targets, strict=True):
-            scale = original_scale(target).to(output["boxes_xyxy"].device)
-            image_id = int(target["image_id"])
-            boxes = output["boxes_xyxy"].float() * scale
-            self._val_results += to_coco_results(image_id, boxes, output["scores"],
-                                                 output["labels"], label_map)
-            self._val_proposals[image_id] = (output["proposals_xyxy"].float() * scale).cpu()
-            self._val_detections[image_id] = {"boxes": boxes.cpu(), "scores":
-                                              output["scores"].cpu(), "labels":
-                                              output["labels"].cpu()}
+        for image_id, output in outputs_in_original_pixels(outputs, targets).items():
+            self._val_proposals[image_id] = output.pop("proposals")
+            self._val_detections[image_id] = output
         return outputs
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        results, proposals, detections = self._gather()
+        self._validations += 1
+        proposals, detections = self._gather()
         dataset = self._val_dataset()
+        results = detections_to_coco_results(detections, dataset.label_to_category_id)
         # the images this validation saw (all of them, unless limit_val_batches is set)
-        seen = sorted(proposals)
+        seen = sorted(detections)
         metrics = evaluate_detections(dataset.coco_gt, results, seen)
-        metrics.update(proposal_recall(dataset.coco_gt, proposals, image_ids=seen))
+        if self._proposal_recall_due():
+            metrics.update(proposal_recall(dataset.coco_gt, proposals, self._proposal_limits,
+                                           image_ids=seen))
         if hasattr(dataset, "voc_ground_truth"):
             labels = range(1, len(dataset.category_names) + 1)
             truth = {k: v for k, v in dataset.voc_ground_truth().items() if k in proposals}
@@ -212,25 +226,59 @@ class DetectionModule(L.LightningModule):
         throughput = self.train_images_per_second()
         if throughput is not None:
             metrics["train_images_per_s"] = throughput
-        self.last_metrics = metrics
+        self.last_metrics = ordered_metrics(metrics)
         self.last_predictions = results
-        scalars = {f"val/{k}": float(v) for k, v in metrics.items() if isinstance(v, float)}
-        self.log_dict(scalars, sync_dist=False, rank_zero_only=False)
+        self.log_dict({f"val/{k}": v for k, v in scalar_metrics(metrics).items()},
+                      sync_dist=False, rank_zero_only=False)
         for name, ap in metrics.get("per_class", {}).items():
             self.log(f"val_per_class/{name}", float(ap))
 
-    def _gather(self) -> tuple[list[dict], dict[int, Tensor], dict[int, dict]]:
+    def _proposal_recall_due(self) -> bool:
+        return proposal_recall_due(self._validations, self.proposal_recall_every)
+
+    def _gather(self) -> tuple[dict[int, Tensor], dict[int, dict]]:
         """All ranks' validation outputs (DDP: each rank saw a shard)."""
-        local = (self._val_results, self._val_proposals, self._val_detections)
+        local = (self._val_proposals, self._val_detections)
         if self.trainer.world_size == 1 or not torch.distributed.is_initialized():
             return local
         gathered: list[Any] = [None] * self.trainer.world_size
         torch.distributed.all_gather_object(gathered, local)
-        results = [r for part in gathered for r in part[0]]
-        proposals = {k: v for part in gathered for k, v in part[1].items()}
-        detections = {k: v for part in gathered for k, v in part[2].items()}
-        return results, proposals, detections
+        proposals = {k: v for part in gathered for k, v in part[0].items()}
+        detections = {k: v for part in gathered for k, v in part[1].items()}
+        return proposals, detections
 
     def _val_dataset(self) -> Any:
         return self.trainer.datamodule.val_dataset
 
+
+def proposal_recall_due(validation: int, every: int) -> bool:
+    """Whether validation number ``validation`` (1 = the first) scores proposal recall: the
+    1st, (1 + k)th, (1 + 2k)th, ... with k = ``every``; never when ``every`` is 0. The first
+    always does, so a freshly loaded checkpoint's evaluation has it."""
+    return every > 0 and (validation - 1) % every == 0
+
+
+def outputs_in_original_pixels(outputs: list[dict[str, Tensor]], targets: list[dict]
+                               ) -> dict[int, dict[str, Tensor]]:
+    """Model outputs mapped back to each image file's pixels, on the CPU, by image id.
+
+    Args:
+        outputs: per image ``{"boxes_xyxy": Tensor[N, 4], "scores": Tensor[N],
+            "labels": Tensor[N]}`` and optionally ``"proposals_xyxy": Tensor[P, 4]``, in the
+            network input's pixels.
+        targets: the batch's targets (``image_id``, ``orig_size``, ``input_size``).
+
+    Returns:
+        ``{image_id: {"boxes", "scores", "labels"[, "proposals"]}}`` with float32 xyxy boxes in
+        original pixels: what ``detections_to_coco_results``, ``voc_ap`` and
+        ``proposal_recall`` take.
+    """
+    mapped = {}
+    for output, target in zip(outputs, targets, strict=True):
+        scale = original_scale(target).to(output["boxes_xyxy"].device)
+        entry = {"boxes": (output["boxes_xyxy"].float() * scale).cpu(),
+                 "scores": output["scores"].cpu(), "labels": output["labels"].cpu()}
+        if "proposals_xyxy" in output:
+            entry["proposals"] = (output["proposals_xyxy"].float() * scale).cpu()
+        mapped[int(target["image_id"])] = entry
+    return mapped

@@ -1,85 +1,37 @@
-"""COCO-style detection metrics on top of pycocotools.
+"""COCO-style detection metrics with pycocotools' exact definitions, at COCO's size.
 
-pycocotools' ``COCOeval`` is the reference implementation of COCO AP/AR; it is reused as is
-(never re-implemented) so numbers match published COCO results. This module adds what it
-lacks: an in-memory ground truth builder (VOC and synthetic sets have no annotation file), the
-model-output -> results conversion, a guard for empty result sets, silence, and a plain dict
-with per-class AP and PR curves.
+``COCOeval``'s semantics (matching, crowd, size buckets, interpolated precision) are kept to
+the bit and checked against pycocotools in tests/eval; the computation is
+``detkit.eval._cocoeval``'s array version, because pycocotools' Python loops take minutes on a
+COCO-sized validation set (see that module). This module adds what pycocotools lacks: the
+model-output -> results conversion, silence, and a plain dict with per-class AP, PR curves and
+AP per IoU threshold.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from pycocotools.cocoeval import Params
 from torch import Tensor
 
-from detkit.eval._cocoapi import (
-    iou_index,
-    load_results,
-    mean_valid,
-    mean_valid_over,
-    quiet,
-    run_cocoeval,
+from detkit.eval._cocoapi import iou_index, mean_valid, mean_valid_over
+from detkit.eval._cocoeval import (
+    accumulate,
+    default_params,
+    detection_boxes,
+    ground_truth_boxes,
+    match,
+    summarize_stats,
 )
+from detkit.eval.metrics import COCO_STAT_KEYS
 
-# Order of COCOeval.stats (COCOeval.summarize -> _summarizeDets).
-COCO_STAT_KEYS = (
-    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
-)
 # Index of maxDets=100 in the default params.maxDets = [1, 10, 100].
 _MAX_DETS_100 = 2
-
-
-def build_coco_gt(
-    images: list[dict], annotations: list[dict], categories: list[dict]
-) -> COCO:
-    """Build an in-memory pycocotools ``COCO`` ground truth (no annotation file needed).
-
-    Args:
-        images: ``{"id", "width", "height", "file_name"}`` per image.
-        annotations: ``{"id"?, "image_id", "category_id", "bbox", "area"?, "iscrowd"?}`` with
-            ``bbox = [x, y, w, h]`` in original image pixels. Missing ids are assigned after the
-            largest given id (ids start at 1: COCOeval uses id 0 to mean "unmatched", so an
-            annotation with id 0 would never count as detected, and is rejected). A missing
-            ``area`` becomes the box area ``w * h`` (COCO's own ``area`` is the mask area and
-            decides the size bucket; keep it when the data has it); ``iscrowd`` defaults to 0.
-        categories: ``{"id", "name"}`` per category; ids need not be contiguous.
-
-    Returns:
-        A ``COCO`` object whose index is built (``createIndex`` run silently). The input dicts
-        are copied, never modified.
-    """
-    given_ids = [a["id"] for a in annotations if a.get("id") is not None]
-    if len(set(given_ids)) != len(given_ids):
-        raise ValueError("annotation ids must be unique")
-    if any(i <= 0 for i in given_ids):
-        raise ValueError("annotation ids must be >= 1 (COCOeval treats id 0 as 'no match')")
-    next_id = max(given_ids, default=0) + 1
-    anns = []
-    for ann in annotations:
-        ann = dict(ann)
-        if ann.get("id") is None:
-            ann["id"] = next_id
-            next_id += 1
-        ann["bbox"] = [float(v) for v in ann["bbox"]]
-        if "area" not in ann:
-            ann["area"] = ann["bbox"][2] * ann["bbox"][3]
-        ann.setdefault("iscrowd", 0)
-        anns.append(ann)
-    coco = COCO()
-    coco.dataset = {
-        "images": [dict(img) for img in images],
-        "annotations": anns,
-        "categories": [dict(cat) for cat in categories],
-    }
-    with quiet():
-        coco.createIndex()
-    return coco
 
 
 def to_coco_results(
@@ -126,17 +78,34 @@ def to_coco_results(
     ]
 
 
+def detections_to_coco_results(
+    detections: dict[int, dict[str, Tensor]], label_to_category_id: Sequence[int],
+) -> list[dict]:
+    """All images' detections as COCO results (``to_coco_results`` per image, in dict order).
+
+    Args:
+        detections: ``{image_id: {"boxes": Tensor[N, 4] xyxy in original image pixels,
+            "scores": Tensor[N], "labels": Tensor[N] in 1..K}}``.
+        label_to_category_id: as for ``to_coco_results``.
+    """
+    return [result for image_id, det in detections.items()
+            for result in to_coco_results(image_id, det["boxes"], det["scores"], det["labels"],
+                                          label_to_category_id)]
+
+
 def evaluate_detections(
     coco_gt: COCO, results: list[dict], image_ids: Sequence[int] | None = None
 ) -> dict[str, Any]:
-    """COCO box AP/AR of ``results`` with pycocotools' ``COCOeval`` (iouType "bbox"), silently.
+    """COCO box AP/AR of ``results``, equal to pycocotools' ``COCOeval`` (iouType "bbox").
 
-    Crowd ground truth (``iscrowd=1``) is handled by COCOeval itself: it is never required,
-    and detections matched to it are ignored. An empty ``results`` list is valid (early
-    training): COCOeval still runs, on an empty results object.
+    Computed by ``detkit.eval._cocoeval`` (pycocotools' definitions on arrays: 5,000 images
+    with 100 detections each take seconds, not minutes). Crowd ground truth (``iscrowd=1``)
+    is never required, and detections matched to it are ignored. An empty ``results`` list is
+    valid (early training). Results whose category is not in ``coco_gt`` are left out, as
+    COCOeval does.
 
     Args:
-        coco_gt: ground truth (a loaded annotation file or ``build_coco_gt``).
+        coco_gt: ground truth (a loaded annotation file or ``build_coco_gt``). Not modified.
         results: COCO results dicts (``to_coco_results``), boxes ``[x, y, w, h]`` in original
             image pixels. Not modified.
         image_ids: evaluate on these images only (default: every image of ``coco_gt``).
@@ -155,77 +124,56 @@ def evaluate_detections(
         ``"AP_per_iou"``: ``{"0.50": ..., "0.55": ..., ..., "0.95": ...}``, AP at each IoU
         threshold (area "all", maxDets 100; its "0.50" and "0.75" equal AP50 and AP75).
     """
-    coco_eval = run_cocoeval(coco_gt, load_results(coco_gt, results), image_ids=image_ids)
-    with quiet():
-        coco_eval.summarize()
+    params = evaluated_params(coco_gt, image_ids)
+    check_image_ids({int(r["image_id"]) for r in results}, coco_gt)
+    cat_index = {c: k for k, c in enumerate(params.catIds)}
+    image_index = {i: n for n, i in enumerate(params.imgIds)}
+    # COCOeval reads only results on evaluated images whose category is a known one.
+    kept = [r for r in results if r["image_id"] in image_index and r["category_id"] in cat_index]
+    dt = detection_boxes(
+        np.array([image_index[r["image_id"]] for r in kept], np.int64),
+        np.array([cat_index[r["category_id"]] for r in kept], np.int64),
+        np.array([r["bbox"] for r in kept], np.float64),
+        np.array([r["score"] for r in kept], np.float64),
+    )
+    gt = ground_truth_boxes(coco_gt, params.imgIds, params.catIds)
+    accumulated = accumulate(match(gt, dt, params), params, len(params.catIds))
+    stats = summarize_stats(accumulated["precision"], accumulated["recall"], params)
+    return metrics_from_precision(stats, accumulated["precision"], params, coco_gt)
+
+
+def evaluated_params(coco_gt: COCO, image_ids: Sequence[int] | None) -> Params:
+    """pycocotools' box ``Params`` for ``coco_gt``: sorted unique image ids (default: all
+    images) and category ids, as ``COCOeval.evaluate`` sets them."""
+    params = default_params()
+    ids = coco_gt.getImgIds() if image_ids is None else image_ids
+    params.imgIds = sorted({int(i) for i in ids})
+    params.catIds = sorted(coco_gt.getCatIds())
+    return params
+
+
+def check_image_ids(image_ids: set[int], coco_gt: COCO) -> None:
+    """Results on an image absent from ``coco_gt`` are an error (``COCO.loadRes`` asserts)."""
+    unknown = sorted(image_ids - set(coco_gt.getImgIds()))
+    if unknown:
+        raise ValueError(f"results refer to image ids absent from coco_gt: {unknown[:10]}")
+
+
+def metrics_from_precision(stats: Sequence[float], precision: np.ndarray, params: Params,
+                           coco_gt: COCO) -> dict[str, Any]:
+    """The ``evaluate_detections`` dict from ``COCOeval``'s 12 stats and ``precision``
+    ``[T, R, K, A, M]`` (shared with the pycocotools reference in ``detkit.eval.reference``)."""
     metrics: dict[str, Any] = {
-        key: float(value) for key, value in zip(COCO_STAT_KEYS, coco_eval.stats, strict=True)
+        key: float(value) for key, value in zip(COCO_STAT_KEYS, stats, strict=True)
     }
-    metrics["per_class"] = _per_class_ap(coco_eval, coco_gt)
-    metrics["pr_curve"] = _pr_curves(coco_eval)
-    precision = coco_eval.eval["precision"][:, :, :, 0, _MAX_DETS_100]  # [T, R, K]
-    metrics["AP_per_iou"] = {
-        f"{iou:.2f}": mean_valid(precision[t]) for t, iou in enumerate(coco_eval.params.iouThrs)
-    }
+    at_100 = precision[:, :, :, 0, _MAX_DETS_100]  # [T, R, K], area "all"
+    # detectron2 COCOEvaluator._derive_coco_results: per-category AP@[.5:.95].
+    metrics["per_class"] = {coco_gt.cats[cat_id]["name"]: mean_valid(at_100[:, :, k])
+                            for k, cat_id in enumerate(params.catIds)}
+    curves = {name: mean_valid_over(at_100[iou_index(params.iouThrs, iou)], axis=1).tolist()
+              for name, iou in (("0.50", 0.5), ("0.75", 0.75))}
+    curves["0.50:0.95"] = mean_valid_over(at_100, axis=(0, 2)).tolist()
+    metrics["pr_curve"] = curves
+    metrics["AP_per_iou"] = {f"{iou:.2f}": mean_valid(at_100[t])
+                             for t, iou in enumerate(params.iouThrs)}
     return metrics
-
-
-def _per_class_ap(coco_eval: COCOeval, coco_gt: COCO) -> dict[str, float]:
-    """detectron2 ``COCOEvaluator._derive_coco_results``: per-category AP@[.5:.95]."""
-    # precision: [T iou, R recall, K category, A area, M maxDets]; K follows params.catIds.
-    precision = coco_eval.eval["precision"]
-    return {
-        coco_gt.cats[cat_id]["name"]: mean_valid(precision[:, :, k, 0, _MAX_DETS_100])
-        for k, cat_id in enumerate(coco_eval.params.catIds)
-    }
-
-
-def _pr_curves(coco_eval: COCOeval) -> dict[str, list[float]]:
-    """Category-averaged precision at the 101 recall thresholds (area all, maxDets 100)."""
-    precision = coco_eval.eval["precision"][:, :, :, 0, _MAX_DETS_100]  # [T, R, K]
-    curves = {}
-    for name, iou in (("0.50", 0.5), ("0.75", 0.75)):
-        curves[name] = mean_valid_over(precision[iou_index(coco_eval, iou)], axis=1).tolist()
-    curves["0.50:0.95"] = mean_valid_over(precision, axis=(0, 2)).tolist()
-    return curves
-
-
-def format_metrics_table(metrics: dict[str, Any]) -> str:
-    """A fixed-width text table of the metrics present in ``metrics``.
-
-    Rows, in order and only when present: the 12 COCO stats, ``proposal_*`` keys (from
-    ``proposal_recall``), ``voc_AP50`` / ``voc_AP50_07`` (from ``voc_ap``), COCO per-class AP,
-    then VOC per-class AP (area / 11-point). Values have 3 decimals; -1 (no ground truth) and
-    NaN print as "n/a".
-
-    Args:
-        metrics: a dict merging any of ``evaluate_detections``, ``proposal_recall`` and
-            ``voc_ap`` outputs.
-    """
-    rows: list[tuple[str, str]] = [(key, _fmt(metrics[key])) for key in COCO_STAT_KEYS
-                                   if key in metrics]
-    rows += [(key, _fmt(value)) for key, value in metrics.items() if key.startswith("proposal_")]
-    rows += [(key, _fmt(metrics[key])) for key in ("voc_AP50", "voc_AP50_07") if key in metrics]
-    rows += [(key, f"{metrics[key]:.{digits}f}") for key, digits in
-             (("train_images_per_s", 2), ("infer_ms_per_image", 1)) if key in metrics]
-    if metrics.get("per_class"):
-        rows.append(("per-class AP@[.5:.95]", ""))
-        rows += [(f"  {name}", _fmt(ap)) for name, ap in metrics["per_class"].items()]
-    if metrics.get("voc_per_class"):
-        rows.append(("VOC per-class AP50 (area / 11-pt)", ""))
-        rows += [(f"  {class_id}", f"{_fmt(v['ap'])} / {_fmt(v['ap07'])}")
-                 for class_id, v in metrics["voc_per_class"].items()]
-    # Section headings (rows without a value) may overhang the value column.
-    width = max([len("metric")] + [len(name) for name, value in rows if value])
-    lines = [f"{'metric':<{width}}  value", "-" * (width + 2 + 13)]
-    lines += [f"{name:<{width}}  {value}".rstrip() for name, value in rows]
-    return "\n".join(lines)
-
-
-def _fmt(value: float) -> str:
-    value = float(value)
-    if math.isnan(value) or value == -1.0:
-        return "n/a"
-    return f"{value:.3f}"
-
-

@@ -10,39 +10,30 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detkit.eval.metrics import Metric, is_metric, metric
 
-@dataclass(frozen=True)
-class Column:
-    key: str
-    title: str
-    higher_is_better: bool
-    digits: int = 3
-    scale: float = 1.0
+# The report's columns: COCO accuracy, proposal recall by size, speed, size. Titles, formats
+# and directions come from detkit.eval.metrics.
+REPORT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARs", "ARm", "ARl")
+REPORT_TAIL_KEYS = ("train_images_per_s", "infer_ms_per_image", "params")
 
 
-def proposal_key(runs: dict[str, list[dict]], size: str) -> str:
-    """The largest proposal budget present, e.g. ``proposal_ARs@1000`` for ``size="s"``."""
+def largest_proposal_key(runs: dict[str, list[dict]], size: str) -> str | None:
+    """The proposal recall key of the largest budget present, e.g. ``proposal_ARs@300`` for
+    ``size="s"``; None when no run scored proposals."""
     keys = {k for metrics in runs.values() for m in metrics for k in m
-            if k.startswith(f"proposal_AR{size}@")}
-    if not keys:
-        return f"proposal_AR{size}@1000"
-    return max(keys, key=lambda k: int(k.split("@")[1]))
+            if is_metric(k) and metric(k).group == "proposal"
+            and k.startswith(f"proposal_AR{size}@")}
+    return max(keys, key=lambda k: int(k.split("@")[1])) if keys else None
 
 
-def columns_for(runs: dict[str, list[dict]]) -> list[Column]:
-    cols = [Column(k, k, True) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARs",
-                                         "ARm", "ARl")]
-    for size in ("s", "m", "l"):
-        key = proposal_key(runs, size)
-        cols.append(Column(key, f"pAR{size}@{key.split('@')[1]}", True))
-    cols += [Column("train_images_per_s", "train img/s", True, 2),
-             Column("infer_ms_per_image", "infer ms/img", False, 1),
-             Column("params", "params (M)", False, 1, 1e-6)]
-    return cols
+def columns_for(runs: dict[str, list[dict]]) -> list[Metric]:
+    proposal = [largest_proposal_key(runs, size) for size in ("s", "m", "l")]
+    keys = [*REPORT_KEYS, *(k for k in proposal if k is not None), *REPORT_TAIL_KEYS]
+    return [metric(k) for k in keys]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -54,29 +45,29 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(valid), statistics.stdev(valid) if len(valid) > 1 else 0.0
 
 
-def summarize(runs: dict[str, list[dict]], columns: list[Column]) -> dict[str, dict[str, tuple]]:
+def summarize(runs: dict[str, list[dict]], columns: list[Metric]) -> dict[str, dict[str, tuple]]:
     """``{extractor: {column key: (mean, std)}}``."""
     return {name: {c.key: mean_std([m.get(c.key) for m in metrics]) for c in columns}
             for name, metrics in runs.items()}
 
 
-def _best(summary: dict[str, dict[str, tuple]], column: Column) -> float:
+def _best(summary: dict[str, dict[str, tuple]], column: Metric) -> float:
     means = [s[column.key][0] for s in summary.values() if not math.isnan(s[column.key][0])]
     if not means:
         return math.nan
     return max(means) if column.higher_is_better else min(means)
 
 
-def _cell(mean: float, std: float, column: Column, best: float, seeds: int) -> str:
+def _cell(mean: float, std: float, column: Metric, best: float, seeds: int) -> str:
     if math.isnan(mean):
         return "n/a"
-    text = f"{mean * column.scale:.{column.digits}f}"
+    text = column.format(mean)
     if seeds > 1:
-        text += f" ± {std * column.scale:.{column.digits}f}"
+        text += f" ± {column.format(std)}"
     return f"**{text}**" if mean == best else text
 
 
-def results_table(summary: dict[str, dict[str, tuple]], columns: list[Column], seeds: int) -> str:
+def results_table(summary: dict[str, dict[str, tuple]], columns: list[Metric], seeds: int) -> str:
     """Markdown table, mean +/- std over seeds, the best of each column in bold."""
     best = {c.key: _best(summary, c) for c in columns}
     lines = ["| extractor | " + " | ".join(c.title for c in columns) + " |",
@@ -87,22 +78,23 @@ def results_table(summary: dict[str, dict[str, tuple]], columns: list[Column], s
     return "\n".join(lines)
 
 
-def delta_table(summary: dict[str, dict[str, tuple]], columns: list[Column],
+def delta_table(summary: dict[str, dict[str, tuple]], columns: list[Metric],
                 baseline: str) -> str:
-    """Markdown table of mean differences against ``baseline`` (accuracy columns, and speed as
-    a ratio)."""
+    """Markdown table of mean differences against ``baseline`` (accuracy columns, and speed
+    columns as a ratio)."""
     base = summary[baseline]
-    accuracy = [c for c in columns if c.digits == 3]
+    accuracy = [c for c in columns if c.is_accuracy]
+    speed = [c for c in columns if c.group == "speed"]
     lines = ["| extractor | " + " | ".join(f"Δ{c.title}" for c in accuracy)
-             + " | train speed | infer time |",
-             "|---|" + "---:|" * (len(accuracy) + 2)]
+             + "".join(f" | {c.title} ratio" for c in speed) + " |",
+             "|---|" + "---:|" * (len(accuracy) + len(speed))]
     for name, stats in summary.items():
         cells = []
         for c in accuracy:
             diff = stats[c.key][0] - base[c.key][0]
-            cells.append("n/a" if math.isnan(diff) else f"{diff:+.3f}")
-        for key in ("train_images_per_s", "infer_ms_per_image"):
-            ratio = stats[key][0] / base[key][0] if base[key][0] else math.nan
+            cells.append("n/a" if math.isnan(diff) else f"{diff:+.{c.digits}f}")
+        for c in speed:
+            ratio = stats[c.key][0] / base[c.key][0] if base[c.key][0] else math.nan
             cells.append("n/a" if math.isnan(ratio) else f"{ratio:.2f}x")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -114,16 +106,16 @@ def plot_by_size(summary: dict[str, dict[str, tuple]], path: Path) -> None:
     names = list(summary)
     figure, axes = plt.subplots(1, 2, figsize=(12, 4), dpi=110, sharey=True)
     width = 0.8 / max(1, len(names))
-    for axis, metric in zip(axes, ("AP", "AR"), strict=True):
+    for axis, kind in zip(axes, ("AP", "AR"), strict=True):
         for i, name in enumerate(names):
-            keys = [f"{metric}{s}" for s in ("s", "m", "l")]
+            keys = [f"{kind}{s}" for s in ("s", "m", "l")]
             means = [max(summary[name][k][0], 0.0) if not math.isnan(summary[name][k][0])
                      else 0.0 for k in keys]
             stds = [0.0 if math.isnan(summary[name][k][1]) else summary[name][k][1] for k in keys]
             xs = [x + (i - (len(names) - 1) / 2) * width for x in range(3)]
             axis.bar(xs, means, width, yerr=stds, label=name, capsize=2)
         axis.set_xticks(range(3), ["small", "medium", "large"])
-        axis.set_title(f"{metric} by object size")
+        axis.set_title(f"{kind} by object size")
         axis.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("COCO AP / AR (IoU .50:.95)")
     axes[1].legend(fontsize=7, ncol=2)

@@ -214,7 +214,7 @@ def test_build_coco_gt_rejects_id_zero_and_duplicates():
         build_coco_gt(IMAGES, [{"id": 0, "image_id": 1, "category_id": 3,
                                 "bbox": [0, 0, 1, 1]}], CATEGORIES)
     dup = {"id": 4, "image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1]}
-    with pytest.raises(ValueError, match="unique"):
+    with pytest.raises(ValueError, match=r"annotations\[1\] \(id 4\) repeats"):
         build_coco_gt(IMAGES, [dup, dup], CATEGORIES)
 
 
