@@ -124,22 +124,80 @@ def build_coco(dataset: dict[str, Any]) -> COCO:
     return coco
 
 
-def load_rgb(path: Path, height: int, width: int) -> np.ndarray:
-    """Decode an image file to ``uint8 [H, W, 3]`` RGB.
+# 16-bit grayscale modes (PNG, TIFF); Pillow's "I" (int32) also holds 16-bit PNG data.
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+# Modes Pillow converts to RGB without losing meaning (alpha and palette transparency are
+# composited first, see _composite_on_white).
+_PLAIN_MODES = frozenset({"1", "L", "P", "RGB", "CMYK", "YCbCr", "LAB", "HSV"})
+_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+
+
+def _sixteen_bit_to_rgb(image: Image.Image, path: Path) -> np.ndarray:
+    """16-bit grayscale ``0..65535`` to ``uint8 [H, W, 3]``: ``round(v / 257)`` maps 65535 to
+    255 exactly (Pillow's own ``convert("RGB")`` clips at 255, turning the image white)."""
+    values = np.asarray(image)
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise UnreadableImageError(
+            f"image {path} has mode {image.mode!r} with values {low}..{high}, outside the 16-bit "
+            "range 0..65535; convert it to 8- or 16-bit"
+        )
+    gray = np.round(values.astype(np.float32) / 257.0).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def _composite_on_white(image: Image.Image) -> np.ndarray:
+    """Transparent pixels shown on white (as image viewers and browsers show them), so their
+    hidden colour values do not leak into training: ``uint8 [H, W, 3]``."""
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+    alpha = rgba[..., 3:] / 255.0
+    return np.round(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+
+
+def _to_rgb_array(image: Image.Image, path: Path) -> np.ndarray:
+    """A decoded image of any supported mode as ``uint8 [H, W, 3]`` RGB."""
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        return _sixteen_bit_to_rgb(image, path)
+    if mode in _ALPHA_MODES or (mode in _PLAIN_MODES and "transparency" in image.info):
+        return _composite_on_white(image)
+    if mode in _PLAIN_MODES:
+        return np.array(image.convert("RGB"))  # a writable copy
+    supported = sorted(_SIXTEEN_BIT_MODES | _PLAIN_MODES | _ALPHA_MODES)
+    raise UnreadableImageError(
+        f"image {path} has mode {mode!r}, which has no defined 8-bit RGB conversion (e.g. 32-bit "
+        f"float 'F' has no standard value range); supported modes: {supported}"
+    )
+
+
+def load_rgb(path: str | Path, size_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an image file to ``uint8 [H, W, 3]`` RGB: the one image reader of detkit.
+
+    Modes: 8-bit RGB, grayscale (``L``, ``1``), palette, CMYK, YCbCr, LAB and HSV are converted
+    by Pillow; 16-bit grayscale (``I;16*`` and ``I`` holding 0..65535) is scaled to 0..255;
+    images with alpha (``LA``, ``RGBA``, ``PA``) or palette/tRNS transparency are composited on
+    white. Other modes (``F``, 32-bit ``I`` beyond 16 bits) are rejected by name.
+
+    Args:
+        path: the image file.
+        size_hw: the ``(height, width)`` an annotation records for it; None skips the check.
 
     Raises:
-        UnreadableImageError: naming the path, when the file cannot be decoded or its size is not
-            the recorded ``(height, width)`` (the boxes would not fit it).
+        UnreadableImageError: naming the path, when the file cannot be decoded, has an
+            unsupported mode, or its size is not ``size_hw`` (the boxes would not fit it).
     """
+    path = Path(path)
     try:
         with Image.open(path) as image:
-            array = np.array(image.convert("RGB"))  # a writable copy
+            array = _to_rgb_array(image, path)
+    except UnreadableImageError:
+        raise
     except (OSError, SyntaxError, ValueError) as error:  # PIL's decoders raise all three
         raise UnreadableImageError(f"cannot decode image {path}: {error}") from error
-    if array.shape[:2] != (height, width):
+    if size_hw is not None and array.shape[:2] != tuple(size_hw):
         raise UnreadableImageError(
             f"image {path} is {array.shape[0]}x{array.shape[1]} (h x w) but its annotation "
-            f"says {height}x{width}"
+            f"says {size_hw[0]}x{size_hw[1]}"
         )
     return array
 
@@ -209,7 +267,7 @@ class DetectionDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
                 continue
             record = self.records[candidate]
             try:
-                image = load_rgb(record.path, record.height, record.width)
+                image = load_rgb(record.path, (record.height, record.width))
             except UnreadableImageError as error:
                 if not self.skip_bad_images:
                     raise
