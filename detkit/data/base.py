@@ -221,13 +221,18 @@ class DetectionDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
     ``labels: Tensor[M]`` int64 in ``1..K``, ``image_id: int``, ``orig_size: (h, w)`` of the file
     and ``input_size: (h, w)`` after the transform.
 
-    Undecodable files: with ``skip_bad_images`` the item at the next index (wrapping around) that
-    decodes is returned instead, so ``ds[i]`` is deterministic; the bad file is logged once and
-    counted in ``stats["undecodable_images_skipped"]`` of the process that loaded it (a
-    DataLoader worker's count stays in the worker). Otherwise :class:`UnreadableImageError`.
+    Undecodable files: with ``skip_bad_images`` (and not ``verify_images``) the item at the next
+    index (wrapping around) that decodes is returned instead, so ``ds[i]`` is deterministic - the
+    right thing for training, where an item is a sample; the bad file is logged once and counted
+    in ``stats["undecodable_images_skipped"]`` of the process that loaded it (a DataLoader
+    worker's count stays in the worker). With ``verify_images`` every image was decoded at
+    construction and the bad ones left out (items and ``coco_gt`` alike, counted in the
+    constructing process - what evaluation needs); a file that fails later raises. Without
+    ``skip_bad_images``: :class:`UnreadableImageError`.
 
     Subclasses set ``category_names``, ``label_to_category_id``, ``stats`` and
     ``_coco_gt_dataset`` (the dict ``coco_gt`` is built from, lazily) and call ``_init_records``.
+    ``source`` names the annotation file or folder in messages.
     """
 
     category_names: list[str]
@@ -236,11 +241,19 @@ class DetectionDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
     _coco_gt_dataset: dict[str, Any]
 
     def _init_records(
-        self, records: list[ImageRecord], transforms: Transform | None, skip_bad_images: bool
+        self,
+        records: list[ImageRecord],
+        transforms: Transform | None,
+        *,
+        skip_bad_images: bool,
+        verify_images: bool,
+        source: str | Path,
     ) -> None:
         self.records = records
         self.transforms = transforms
         self.skip_bad_images = skip_bad_images
+        self.verify_images = verify_images
+        self.source = str(source)
         self._bad_indices: set[int] = set()
 
     @property
@@ -269,7 +282,7 @@ class DetectionDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
             try:
                 image = load_rgb(record.path, (record.height, record.width))
             except UnreadableImageError as error:
-                if not self.skip_bad_images:
+                if not self.skip_bad_images or self.verify_images:
                     raise
                 self._bad_indices.add(candidate)
                 self.stats["undecodable_images_skipped"] += 1
@@ -295,15 +308,42 @@ class DetectionDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
         }
         return tensor, target
 
-    def _log_stats(self, source: str | Path) -> None:
-        """Log the construction counts once: a warning when anything was dropped or clipped."""
+    def _log_stats(self) -> None:
+        """Log the construction counts once: at WARNING when anything was clipped, dropped or
+        skipped (so it is shown without logging set up), else at INFO."""
         summary = ", ".join(f"{key}={value}" for key, value in self.stats.items())
-        informational = {"images", "annotations", "images_without_boxes"}
-        informational |= {"crowd_excluded", "difficult_excluded"}
-        if any(v for k, v in self.stats.items() if k not in informational):
-            logger.warning("%s(%s): %s", type(self).__name__, source, summary)
-        else:
-            logger.info("%s(%s): %s", type(self).__name__, source, summary)
+        notable = any(v for k, v in self.stats.items() if k not in _INFORMATIONAL_STATS)
+        message = f"{type(self).__name__}({self.source}): {summary}"
+        if self.stats.get("boxes_dropped_empty"):
+            message += (f". The {self.stats['boxes_dropped_empty']} empty boxes (no width or "
+                        "height inside the image) are left out of the training targets but stay "
+                        "in the evaluated ground truth (coco_gt), as the file defines them")
+        logger.log(logging.WARNING if notable else logging.INFO, message)
+
+
+# Counts that describe a dataset without anything having been changed or left out.
+_INFORMATIONAL_STATS = frozenset({"images", "annotations", "images_without_boxes",
+                                  "crowd_excluded", "difficult_excluded"})
+
+
+def decodes(path: Path, size_hw: tuple[int, int], *, skip: bool) -> bool:
+    """Decode one image at construction (``verify_images``).
+
+    Returns:
+        True when it decodes to ``size_hw``; False (logged at WARNING, naming the file) when it
+        does not and ``skip``.
+
+    Raises:
+        UnreadableImageError: when it does not decode and not ``skip``.
+    """
+    try:
+        load_rgb(path, size_hw)
+    except UnreadableImageError as error:
+        if not skip:
+            raise
+        logger.warning("%s; left out of this dataset", error)
+        return False
+    return True
 
 
 def collate(

@@ -202,11 +202,13 @@ class DetectionModule(L.LightningModule):
         seen = sorted(proposals)
         metrics = evaluate_detections(dataset.coco_gt, results, seen)
         metrics.update(proposal_recall(dataset.coco_gt, proposals, image_ids=seen))
-        if hasattr(dataset, "voc_ground_truth"):
+        if "voc" in self.trainer.datamodule.extra_metrics:
             labels = range(1, len(dataset.category_names) + 1)
             truth = {k: v for k, v in dataset.voc_ground_truth().items() if k in proposals}
             voc = voc_ap(truth, detections, list(labels))
             metrics.update({k: v for k, v in voc.items() if k != "voc_per_class"})
+        # val images left out as unreadable (skip_bad_images): in neither `seen` nor the results
+        metrics["images_skipped"] = self.trainer.datamodule.val_images_skipped
         if self._infer_images:
             metrics["infer_ms_per_image"] = 1e3 * self._infer_seconds / self._infer_images
         throughput = self.train_images_per_second()
