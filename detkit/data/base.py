@@ -128,7 +128,7 @@ def build_coco(dataset: dict[str, Any]) -> COCO:
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 # Modes Pillow converts to RGB without losing meaning (alpha and palette transparency are
 # composited first, see _composite_on_white).
-_PLAIN_MODES = frozenset({"1", "L", "P", "RGB", "CMYK", "YCbCr", "LAB", "HSV"})
+_PLAIN_MODES = frozenset({"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 
 
