@@ -115,22 +115,80 @@ def find_missing_files(paths: Sequence[Path], *, what: str, skip: bool) -> list[
     return exists
 
 
-def load_rgb(path: Path, height: int, width: int) -> np.ndarray:
-    """Decode an image file to ``uint8 [H, W, 3]`` RGB.
+# 16-bit grayscale modes (PNG, TIFF); Pillow's "I" (int32) also holds 16-bit PNG data.
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+# Modes Pillow converts to RGB without losing meaning (alpha and palette transparency are
+# composited first, see _composite_on_white).
+_PLAIN_MODES = frozenset({"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
+_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+
+
+def _sixteen_bit_to_rgb(image: Image.Image, path: Path) -> np.ndarray:
+    """16-bit grayscale ``0..65535`` to ``uint8 [H, W, 3]``: ``round(v / 257)`` maps 65535 to
+    255 exactly (Pillow's own ``convert("RGB")`` clips at 255, turning the image white)."""
+    values = np.asarray(image)
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise UnreadableImageError(
+            f"image {path} has mode {image.mode!r} with values {low}..{high}, outside the 16-bit "
+            "range 0..65535; convert it to 8- or 16-bit"
+        )
+    gray = np.round(values.astype(np.float32) / 257.0).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def _composite_on_white(image: Image.Image) -> np.ndarray:
+    """Transparent pixels shown on white (as image viewers and browsers show them), so their
+    hidden colour values do not leak into training: ``uint8 [H, W, 3]``."""
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+    alpha = rgba[..., 3:] / 255.0
+    return np.round(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+
+
+def _to_rgb_array(image: Image.Image, path: Path) -> np.ndarray:
+    """A decoded image of any supported mode as ``uint8 [H, W, 3]`` RGB."""
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        return _sixteen_bit_to_rgb(image, path)
+    if mode in _ALPHA_MODES or (mode in _PLAIN_MODES and "transparency" in image.info):
+        return _composite_on_white(image)
+    if mode in _PLAIN_MODES:
+        return np.array(image.convert("RGB"))  # a writable copy
+    supported = sorted(_SIXTEEN_BIT_MODES | _PLAIN_MODES | _ALPHA_MODES)
+    raise UnreadableImageError(
+        f"image {path} has mode {mode!r}, which has no defined 8-bit RGB conversion (e.g. 32-bit "
+        f"float 'F' has no standard value range); supported modes: {supported}"
+    )
+
+
+def load_rgb(path: str | Path, size_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an image file to ``uint8 [H, W, 3]`` RGB: the one image reader of detkit.
+
+    Modes: 8-bit RGB, grayscale (``L``, ``1``), palette, CMYK, YCbCr, LAB and HSV are converted
+    by Pillow; 16-bit grayscale (``I;16*`` and ``I`` holding 0..65535) is scaled to 0..255;
+    images with alpha (``LA``, ``RGBA``, ``PA``) or palette/tRNS transparency are composited on
+    white. Other modes (``F``, 32-bit ``I`` beyond 16 bits) are rejected by name.
+
+    Args:
+        path: the image file.
+        size_hw: the ``(height, width)`` an annotation records for it; None skips the check.
 
     Raises:
-        UnreadableImageError: naming the path, when the file cannot be decoded or its size is not
-            the recorded ``(height, width)`` (the boxes would not fit it).
+        UnreadableImageError: naming the path, when the file cannot be decoded, has an
+            unsupported mode, or its size is not ``size_hw`` (the boxes would not fit it).
     """
+    path = Path(path)
     try:
         with Image.open(path) as image:
-            array = np.array(image.convert("RGB"))  # a writable copy
+            array = _to_rgb_array(image, path)
+    except UnreadableImageError:
+        raise
     except (OSError, SyntaxError, ValueError) as error:  # PIL's decoders raise all three
         raise UnreadableImageError(f"cannot decode image {path}: {error}") from error
-    if array.shape[:2] != (height, width):
+    if size_hw is not None and array.shape[:2] != tuple(size_hw):
         raise UnreadableImageError(
             f"image {path} is {array.shape[0]}x{array.shape[1]} (h x w) but its annotation "
-            f"says {height}x{width}"
+            f"says {size_hw[0]}x{size_hw[1]}"
         )
     return array
 
@@ -154,13 +212,18 @@ class DetectionDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
     ``labels: Tensor[M]`` int64 in ``1..K``, ``image_id: int``, ``orig_size: (h, w)`` of the file
     and ``input_size: (h, w)`` after the transform.
 
-    Undecodable files: with ``skip_bad_images`` the item at the next index (wrapping around) that
-    decodes is returned instead, so ``ds[i]`` is deterministic; the bad file is logged once and
-    counted in ``stats["undecodable_images_skipped"]`` of the process that loaded it (a
-    DataLoader worker's count stays in the worker). Otherwise :class:`UnreadableImageError`.
+    Undecodable files: with ``skip_bad_images`` (and not ``verify_images``) the item at the next
+    index (wrapping around) that decodes is returned instead, so ``ds[i]`` is deterministic - the
+    right thing for training, where an item is a sample; the bad file is logged once and counted
+    in ``stats["undecodable_images_skipped"]`` of the process that loaded it (a DataLoader
+    worker's count stays in the worker). With ``verify_images`` every image was decoded at
+    construction and the bad ones left out (items and ``coco_gt`` alike, counted in the
+    constructing process - what evaluation needs); a file that fails later raises. Without
+    ``skip_bad_images``: :class:`UnreadableImageError`.
 
     Subclasses set ``category_names``, ``label_to_category_id``, ``stats`` and
     ``_coco_gt_dataset`` (the dict ``coco_gt`` is built from, lazily) and call ``_init_records``.
+    ``source`` names the annotation file or folder in messages.
     """
 
     category_names: list[str]
@@ -169,11 +232,19 @@ class DetectionDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
     _coco_gt_dataset: dict[str, Any]
 
     def _init_records(
-        self, records: list[ImageRecord], transforms: Transform | None, skip_bad_images: bool
+        self,
+        records: list[ImageRecord],
+        transforms: Transform | None,
+        *,
+        skip_bad_images: bool,
+        verify_images: bool,
+        source: str | Path,
     ) -> None:
         self.records = records
         self.transforms = transforms
         self.skip_bad_images = skip_bad_images
+        self.verify_images = verify_images
+        self.source = str(source)
         self._bad_indices: set[int] = set()
 
     @property
@@ -203,9 +274,9 @@ class DetectionDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
                 continue
             record = self.records[candidate]
             try:
-                image = load_rgb(record.path, record.height, record.width)
+                image = load_rgb(record.path, (record.height, record.width))
             except UnreadableImageError as error:
-                if not self.skip_bad_images:
+                if not self.skip_bad_images or self.verify_images:
                     raise
                 self._bad_indices.add(candidate)
                 self.stats["undecodable_images_skipped"] += 1
@@ -231,15 +302,42 @@ class DetectionDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
         }
         return tensor, target
 
-    def _log_stats(self, source: str | Path) -> None:
-        """Log the construction counts once: a warning when anything was dropped or clipped."""
+    def _log_stats(self) -> None:
+        """Log the construction counts once: at WARNING when anything was clipped, dropped or
+        skipped (so it is shown without logging set up), else at INFO."""
         summary = ", ".join(f"{key}={value}" for key, value in self.stats.items())
-        informational = {"images", "annotations", "images_without_boxes"}
-        informational |= {"crowd_excluded", "difficult_excluded"}
-        if any(v for k, v in self.stats.items() if k not in informational):
-            logger.warning("%s(%s): %s", type(self).__name__, source, summary)
-        else:
-            logger.info("%s(%s): %s", type(self).__name__, source, summary)
+        notable = any(v for k, v in self.stats.items() if k not in _INFORMATIONAL_STATS)
+        message = f"{type(self).__name__}({self.source}): {summary}"
+        if self.stats.get("boxes_dropped_empty"):
+            message += (f". The {self.stats['boxes_dropped_empty']} empty boxes (no width or "
+                        "height inside the image) are left out of the training targets but stay "
+                        "in the evaluated ground truth (coco_gt), as the file defines them")
+        logger.log(logging.WARNING if notable else logging.INFO, message)
+
+
+# Counts that describe a dataset without anything having been changed or left out.
+_INFORMATIONAL_STATS = frozenset({"images", "annotations", "images_without_boxes",
+                                  "crowd_excluded", "difficult_excluded"})
+
+
+def decodes(path: Path, size_hw: tuple[int, int], *, skip: bool) -> bool:
+    """Decode one image at construction (``verify_images``).
+
+    Returns:
+        True when it decodes to ``size_hw``; False (logged at WARNING, naming the file) when it
+        does not and ``skip``.
+
+    Raises:
+        UnreadableImageError: when it does not decode and not ``skip``.
+    """
+    try:
+        load_rgb(path, size_hw)
+    except UnreadableImageError as error:
+        if not skip:
+            raise
+        logger.warning("%s; left out of this dataset", error)
+        return False
+    return True
 
 
 def collate(

@@ -14,6 +14,7 @@ from detkit.data.base import (
     ImageRecord,
     Transform,
     clip_boxes_xyxy,
+    decodes,
     find_missing_files,
 )
 from detkit.eval import complete_annotations
@@ -148,6 +149,9 @@ class CocoDetection(DetectionDataset):
             e.g. :func:`~detkit.data.transforms.train_transforms`; None gives ``[0, 1]`` pixels.
         skip_bad_images: drop images whose file is missing (at construction) and replace
             undecodable ones by the next index (at load) instead of raising.
+        verify_images: decode every image at construction; with ``skip_bad_images`` the
+            undecodable ones are left out of the items and ``coco_gt`` (as missing ones are),
+            otherwise the first one raises.
 
     Raises:
         ValueError: a malformed annotation file (naming the file and the entry), or missing image
@@ -161,6 +165,7 @@ class CocoDetection(DetectionDataset):
         transforms: Transform | None = None,
         *,
         skip_bad_images: bool = False,
+        verify_images: bool = False,
     ) -> None:
         images_dir, ann_file = Path(images_dir), Path(ann_file)
         data = _read_json(ann_file)
@@ -183,6 +188,10 @@ class CocoDetection(DetectionDataset):
             if not ok:
                 self.stats["missing_images_skipped"] += 1
                 continue
+            size_hw = (int(image["height"]), int(image["width"]))
+            if verify_images and not decodes(path, size_hw, skip=skip_bad_images):
+                self.stats["undecodable_images_skipped"] += 1
+                continue
             anns = anns_per_image.get(image["id"], [])
             records.append(self._record(image, path, anns, label_of))
             kept_images.append(image)
@@ -193,8 +202,9 @@ class CocoDetection(DetectionDataset):
             "annotations": kept_anns,
             "categories": data["categories"],
         }
-        self._init_records(records, transforms, skip_bad_images)
-        self._log_stats(ann_file)
+        self._init_records(records, transforms, skip_bad_images=skip_bad_images,
+                           verify_images=verify_images, source=ann_file)
+        self._log_stats()
 
     def _record(
         self,

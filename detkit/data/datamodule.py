@@ -1,27 +1,113 @@
-"""LightningDataModule that builds the train/val datasets and their DataLoaders."""
+"""LightningDataModule that builds the train/val datasets and their DataLoaders.
+
+Dataset formats live in ONE table, :data:`FORMATS`: an entry says which DataModule arguments the
+format reads, how it builds a dataset, what it prepares first and which evaluations beyond
+COCO's it supports. A new format is one entry here and one dataset module.
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from detkit.data import synthetic
-from detkit.data.base import DetectionDataset, collate
+from detkit.data.base import DetectionDataset, Transform, collate
 from detkit.data.coco import CocoDetection
 from detkit.data.transforms import eval_transforms, seed_transforms, seed_worker, train_transforms
 from detkit.data.voc import VocDetection
 
-DataFormat = Literal["coco", "voc", "synthetic"]
+Subset = Literal["train", "val"]
 
 # Where format="synthetic" generates its set when `root` is not given.
 SYNTHETIC_ROOT = "data/synthetic"
 
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What every format's dataset gets besides its own arguments.
+
+    Attributes:
+        transforms: the train or eval transform.
+        skip_bad_images: leave out missing/undecodable files instead of raising.
+        verify_images: decode every image at construction (validation with skip_bad_images:
+            a bad image is then left out of predictions and ground truth alike).
+    """
+
+    transforms: Transform
+    skip_bad_images: bool
+    verify_images: bool
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """One dataset format.
+
+    Attributes:
+        args: the :class:`DetectionDataModule` arguments it reads; any other format argument
+            given is an error (it would be ignored).
+        required: those of ``args`` that must be given.
+        build: ``(args, subset, options) -> dataset`` with ``args`` as returned by ``prepare``.
+        prepare: run before ``build`` (on one process first, by ``prepare_data``): turns the
+            user's ``args`` into those ``build`` reads (e.g. generates files and names them).
+        check: more argument checks (raising ValueError), or None.
+        extra_metrics: evaluations beyond COCO's that its val dataset supports: ``"voc"`` (VOC
+            AP; the dataset has ``voc_ground_truth()``).
+    """
+
+    args: tuple[str, ...]
+    required: tuple[str, ...]
+    build: Callable[[Mapping[str, Any], Subset, BuildOptions], DetectionDataset]
+    prepare: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    check: Callable[[Mapping[str, Any]], None] | None = None
+    extra_metrics: tuple[str, ...] = ()
+
+
+def _build_coco(args: Mapping[str, Any], subset: Subset, options: BuildOptions) -> CocoDetection:
+    return CocoDetection(args[f"{subset}_images"], args[f"{subset}_ann"], options.transforms,
+                         skip_bad_images=options.skip_bad_images,
+                         verify_images=options.verify_images)
+
+
+def _build_voc(args: Mapping[str, Any], subset: Subset, options: BuildOptions) -> VocDetection:
+    return VocDetection(args["root"], args[f"{subset}_split"], subset=subset,
+                        split_ratio=args["split_ratio"], class_names=args["class_names"],
+                        transforms=options.transforms, skip_bad_images=options.skip_bad_images,
+                        verify_images=options.verify_images)
+
+
+def _check_voc(args: Mapping[str, Any]) -> None:
+    if (args["train_split"] is None) != (args["val_split"] is None):
+        raise ValueError("format='voc': give both train_split and val_split, or neither (to "
+                         "split by split_ratio)")
+
+
+def _prepare_synthetic(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Generate the built-in set (or reuse it); its COCO files for every split."""
+    return synthetic.ensure_dataset(Path(args["root"] or SYNTHETIC_ROOT))
+
+
 _COCO_ARGS = ("train_images", "train_ann", "val_images", "val_ann")
+
+FORMATS: dict[str, DatasetFormat] = {
+    "coco": DatasetFormat(args=_COCO_ARGS, required=_COCO_ARGS, build=_build_coco),
+    "voc": DatasetFormat(
+        args=("root", "train_split", "val_split", "split_ratio", "class_names"),
+        required=("root",), build=_build_voc, check=_check_voc, extra_metrics=("voc",)),
+    "synthetic": DatasetFormat(args=("root",), required=(), build=_build_coco,
+                               prepare=_prepare_synthetic),
+}
+"""Every dataset format by the name ``--data.format`` takes."""
+
+# The format-specific DetectionDataModule arguments (each read by at least one format).
+_FORMAT_ARGS = tuple(dict.fromkeys(name for f in FORMATS.values() for name in f.args))
 
 
 def _categories(dataset: DetectionDataset) -> list[tuple[int, str]]:
@@ -42,10 +128,11 @@ class DetectionDataModule(LightningDataModule):
     torch's global RNG, so ``seed_everything(s, workers=True)`` makes both reproducible.
 
     Args:
-        format: ``"coco"`` (needs ``train_images``, ``train_ann``, ``val_images``, ``val_ann``),
-            ``"voc"`` (needs ``root``; ``train_split``/``val_split`` name split files, or both
-            None to split by ``split_ratio``) or ``"synthetic"`` (the built-in set, generated
-            under ``root``, default ``SYNTHETIC_ROOT``).
+        format: a name in :data:`FORMATS`: ``"coco"`` (needs ``train_images``, ``train_ann``,
+            ``val_images``, ``val_ann``), ``"voc"`` (needs ``root``; ``train_split``/
+            ``val_split`` name split files, or both None to split by ``split_ratio``) or
+            ``"synthetic"`` (the built-in set, generated under ``root``, default
+            ``SYNTHETIC_ROOT``).
         train_images, train_ann, val_images, val_ann: COCO image folders and JSON files.
         root: VOC dataset folder, or where the synthetic set lives.
         train_split, val_split: VOC split names (``root/ImageSets/Main/{name}.txt``).
@@ -56,16 +143,21 @@ class DetectionDataModule(LightningDataModule):
         min_size, max_size: resize targets (shorter side, cap on the longer side).
         hflip, scale_jitter, color_jitter, crop_border, min_visibility: training augmentation,
             see :func:`~detkit.data.transforms.train_transforms`.
-        skip_bad_images: skip missing/undecodable image files instead of raising.
+        skip_bad_images: leave out missing/undecodable image files instead of raising. Training
+            serves the next image in place of an undecodable one; validation decodes every image
+            at setup and leaves the bad ones out of predictions and ground truth alike (counted
+            in :attr:`val_images_skipped`).
 
     Raises:
-        ValueError: an unknown format, or arguments the format needs are missing (all named).
+        ValueError: an unknown format (valid ones listed), arguments the format needs are
+            missing or ones it does not read are given (all named); at setup, an empty training
+            set (no images or no boxes), naming its file or folder.
     """
 
     def __init__(
         self,
         *,
-        format: DataFormat = "synthetic",
+        format: str = "synthetic",
         train_images: str | None = None,
         train_ann: str | None = None,
         val_images: str | None = None,
@@ -88,11 +180,10 @@ class DetectionDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.format = format
-        self.coco_paths = dict(
-            zip(_COCO_ARGS, (train_images, train_ann, val_images, val_ann), strict=True)
-        )
-        self.root, self.train_split, self.val_split = root, train_split, val_split
-        self.split_ratio, self.class_names = split_ratio, class_names
+        self.format_args: dict[str, Any] = dict(
+            train_images=train_images, train_ann=train_ann, val_images=val_images,
+            val_ann=val_ann, root=root, train_split=train_split, val_split=val_split,
+            split_ratio=split_ratio, class_names=class_names)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.min_size, self.max_size = min_size, max_size
         self.augmentation = {"hflip": hflip, "scale_jitter": tuple(scale_jitter),
@@ -101,65 +192,91 @@ class DetectionDataModule(LightningDataModule):
         self.skip_bad_images = skip_bad_images
         self.train_dataset: DetectionDataset | None = None
         self.val_dataset: DetectionDataset | None = None
+        self._prepared_args: dict[str, Any] | None = None
         self._check_args()
 
     def _check_args(self) -> None:
-        if self.format not in ("coco", "voc", "synthetic"):
-            raise ValueError(f"format must be 'coco', 'voc' or 'synthetic', got {self.format!r}")
-        if self.format == "coco":
-            missing = [name for name, value in self.coco_paths.items() if value is None]
-            if missing:
-                raise ValueError(f"format='coco' needs {', '.join(missing)} (missing)")
-        if self.format == "voc":
-            if self.root is None:
-                raise ValueError("format='voc' needs root (missing)")
-            if (self.train_split is None) != (self.val_split is None):
-                raise ValueError("format='voc': give both train_split and val_split, or neither "
-                                 "(to split by split_ratio)")
-        elif self.class_names is not None:
-            raise ValueError(f"class_names applies to format='voc' only (format={self.format!r}; "
-                             "COCO files name their categories)")
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {sorted(FORMATS)}, got {self.format!r}")
+        spec = FORMATS[self.format]
+        missing = [name for name in spec.required if self.format_args[name] is None]
+        if missing:
+            raise ValueError(f"format={self.format!r} needs {', '.join(missing)} (missing)")
+        defaults = inspect.signature(type(self).__init__).parameters
+        ignored = [name for name in _FORMAT_ARGS if name not in spec.args
+                   and self.format_args[name] != defaults[name].default]
+        if ignored:
+            users = {name: [f for f, s in FORMATS.items() if name in s.args] for name in ignored}
+            raise ValueError(f"format={self.format!r} does not read "
+                             + ", ".join(f"{name} (used by {users[name]})" for name in ignored))
+        if spec.check is not None:
+            spec.check(self.format_args)
         if self.batch_size < 1 or self.num_workers < 0:
             raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {self.batch_size}, "
                              f"{self.num_workers}")
 
-    def prepare_data(self) -> None:
-        """Generate the synthetic set (once, on one process); nothing to do for files on disk."""
-        if self.format == "synthetic":
-            synthetic.ensure_dataset(self._synthetic_root())
+    @property
+    def extra_metrics(self) -> tuple[str, ...]:
+        """Evaluations beyond COCO's the validation set supports, e.g. ``("voc",)`` (VOC AP)."""
+        return FORMATS[self.format].extra_metrics
 
-    def _synthetic_root(self) -> Path:
-        return Path(self.root if self.root is not None else SYNTHETIC_ROOT)
+    @property
+    def val_images_skipped(self) -> int:
+        """Validation images left out (missing or undecodable, with ``skip_bad_images``): they
+        are in neither the predictions nor the evaluated ground truth."""
+        if self.val_dataset is None:
+            return 0
+        stats = self.val_dataset.stats
+        return stats["missing_images_skipped"] + stats["undecodable_images_skipped"]
+
+    @property
+    def coco_paths(self) -> dict[str, Any]:
+        """The COCO folders/files the datasets are read from (``*_images``, ``*_ann``): the
+        ``coco`` format's arguments or, once prepared, the synthetic set's (its test split
+        too); empty for VOC."""
+        args = self._prepared_args if self._prepared_args is not None else self.format_args
+        return {k: v for k, v in args.items() if k.endswith(("_images", "_ann"))}
+
+    def _args(self) -> dict[str, Any]:
+        """The format's arguments as its ``build`` reads them (prepared once per process)."""
+        if self._prepared_args is None:
+            spec = FORMATS[self.format]
+            args = {name: self.format_args[name] for name in spec.args}
+            self._prepared_args = spec.prepare(args) if spec.prepare is not None else args
+        return self._prepared_args
+
+    def prepare_data(self) -> None:
+        """Run the format's ``prepare`` (the synthetic set is generated here, once, on one
+        process); nothing to do for files on disk."""
+        self._args()
 
     def setup(self, stage: str | None = None) -> None:
         """Build ``val_dataset`` and, for stage ``"fit"`` or None, ``train_dataset``."""
-        if self.format == "synthetic" and None in self.coco_paths.values():
-            self.coco_paths = synthetic.ensure_dataset(self._synthetic_root())
         if self.val_dataset is None:
-            self.val_dataset = self._build(train=False)
+            self.val_dataset = self._build("val")
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = self._build(train=True)
+            self.train_dataset = self._build("train")
+            self._check_not_empty(self.train_dataset)
         if self.train_dataset is not None:
             self._check_same_categories(self.train_dataset, self.val_dataset)
 
-    def _build(self, *, train: bool) -> DetectionDataset:
-        if train:
+    def _build(self, subset: Subset) -> DetectionDataset:
+        if subset == "train":
             transforms = train_transforms(self.min_size, self.max_size, **self.augmentation)
         else:
             transforms = eval_transforms(self.min_size, self.max_size)
-        if self.format == "voc":
-            assert self.root is not None  # checked in __init__
-            return VocDetection(
-                self.root, self.train_split if train else self.val_split,
-                subset="train" if train else "val", split_ratio=self.split_ratio,
-                class_names=self.class_names, transforms=transforms,
-                skip_bad_images=self.skip_bad_images,
-            )
-        prefix = "train" if train else "val"
-        return CocoDetection(
-            self.coco_paths[f"{prefix}_images"], self.coco_paths[f"{prefix}_ann"], transforms,
-            skip_bad_images=self.skip_bad_images,
-        )
+        options = BuildOptions(transforms, self.skip_bad_images,
+                               verify_images=self.skip_bad_images and subset == "val")
+        return FORMATS[self.format].build(self._args(), subset, options)
+
+    @staticmethod
+    def _check_not_empty(train: DetectionDataset) -> None:
+        """Training on no images or on negatives only would run and learn nothing."""
+        if len(train) == 0:
+            raise ValueError(f"the training set {train.source} has no images")
+        if not any(len(record.boxes_xyxy) for record in train.records):
+            raise ValueError(f"the training set {train.source} has {len(train)} images but no "
+                             "object boxes to train on")
 
     @staticmethod
     def _check_same_categories(train: DetectionDataset, val: DetectionDataset) -> None:

@@ -8,6 +8,7 @@ continuous 0-based coordinates, so a box covering the whole image is ``(0, 0, W,
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -27,8 +28,11 @@ from detkit.data.base import (
     Transform,
     UnreadableImageError,
     clip_boxes_xyxy,
+    decodes,
     find_missing_files,
 )
+
+logger = logging.getLogger(__name__)
 
 # (annotations folder, images folder): the standard VOC layout, then the flat one.
 _LAYOUTS = (("Annotations", "JPEGImages"), ("annotations", "images"))
@@ -188,7 +192,9 @@ class VocDetection(DetectionDataset):
         class_names: class names in label order; None: the sorted set of names in ALL XML files
             of the folder (so both subsets agree).
         transforms: albumentations-style callable; None gives ``[0, 1]`` pixels.
-        skip_bad_images: as in :class:`~detkit.data.coco.CocoDetection`.
+        skip_bad_images, verify_images: as in :class:`~detkit.data.coco.CocoDetection`; an
+            image whose size must be read from the file (no ``<size>``) and cannot be is
+            skipped as undecodable with ``skip_bad_images``.
 
     Raises:
         ValueError: naming ``root`` when no layout matches; naming a missing split file; naming
@@ -206,6 +212,7 @@ class VocDetection(DetectionDataset):
         class_names: list[str] | None = None,
         transforms: Transform | None = None,
         skip_bad_images: bool = False,
+        verify_images: bool = False,
     ) -> None:
         root = Path(root)
         ann_dir, image_dir = _find_layout(root)
@@ -230,13 +237,18 @@ class VocDetection(DetectionDataset):
         self._annotations: dict[int, VocAnnotation] = {}
         records = []
         for stem, path, ok in zip(stems, paths, exists, strict=True):
-            if ok:
-                annotation = self._with_size(parsed[stem], path)
-                self._annotations[id_of[stem]] = annotation
-                records.append(self._record(id_of[stem], path, annotation))
+            if not ok:
+                continue
+            annotation = self._usable(parsed[stem], path, skip_bad_images, verify_images)
+            if annotation is None:
+                self.stats["undecodable_images_skipped"] += 1
+                continue
+            self._annotations[id_of[stem]] = annotation
+            records.append(self._record(id_of[stem], path, annotation))
         self._coco_gt_dataset = self._coco_dataset(records)
-        self._init_records(records, transforms, skip_bad_images)
-        self._log_stats(ann_dir)
+        self._init_records(records, transforms, skip_bad_images=skip_bad_images,
+                           verify_images=verify_images, source=ann_dir)
+        self._log_stats()
 
     @staticmethod
     def _select(root: Path, split: str | None, subset: str, split_ratio: float,
@@ -259,6 +271,22 @@ class VocDetection(DetectionDataset):
                 if obj.name not in self._label_of:
                     raise ValueError(f"{annotation.xml_path}: class {obj.name!r} is not in "
                                      f"class_names {self.category_names}")
+
+    @classmethod
+    def _usable(cls, annotation: VocAnnotation, path: Path, skip: bool, verify: bool
+                ) -> VocAnnotation | None:
+        """The annotation with its size known, or None when the image is left out (``skip``
+        and its size cannot be read, or ``verify`` and it does not decode)."""
+        try:
+            annotation = cls._with_size(annotation, path)
+        except UnreadableImageError as error:
+            if not skip:
+                raise
+            logger.warning("%s; left out of this dataset", error)
+            return None
+        if verify and not decodes(path, (annotation.height, annotation.width), skip=skip):
+            return None
+        return annotation
 
     @staticmethod
     def _with_size(annotation: VocAnnotation, path: Path) -> VocAnnotation:

@@ -9,9 +9,11 @@ from PIL import Image
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 
-# detkit.data normalises with ImageNet statistics; undone here for display
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+from detkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+# detkit.data normalises with these statistics; undone here for display
+MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
 def to_uint8(image: Tensor) -> Tensor:

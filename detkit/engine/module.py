@@ -216,11 +216,13 @@ class DetectionModule(L.LightningModule):
         if self._proposal_recall_due():
             metrics.update(proposal_recall(dataset.coco_gt, proposals, self._proposal_limits,
                                            image_ids=seen))
-        if hasattr(dataset, "voc_ground_truth"):
+        if "voc" in self.trainer.datamodule.extra_metrics:
             labels = range(1, len(dataset.category_names) + 1)
             truth = {k: v for k, v in dataset.voc_ground_truth().items() if k in proposals}
             voc = voc_ap(truth, detections, list(labels))
             metrics.update({k: v for k, v in voc.items() if k != "voc_per_class"})
+        # val images left out as unreadable (skip_bad_images): in neither `seen` nor the results
+        metrics["images_skipped"] = self.trainer.datamodule.val_images_skipped
         if self._infer_images:
             metrics["infer_ms_per_image"] = 1e3 * self._infer_seconds / self._infer_images
         throughput = self.train_images_per_second()

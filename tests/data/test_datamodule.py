@@ -3,7 +3,7 @@ import torch
 from lightning.pytorch import seed_everything
 
 from detkit.data import DetectionDataModule
-from detkit.data.synthetic import CATEGORY_NAMES, SyntheticSpec, ensure_dataset
+from detkit.data.synthetic import CATEGORY_NAMES, SceneSpec, SyntheticSpec, ensure_dataset
 from tests.data.helpers import flat_voc, small_coco
 
 SMALL = {"min_size": 32, "max_size": 64}
@@ -66,7 +66,7 @@ def test_voc_setup_and_one_train_batch(tmp_path):
 
 def test_synthetic_setup_and_one_train_batch(tmp_path):
     spec = SyntheticSpec(seed=2, image_size=128, train_images=4, val_images=2, test_images=1,
-                         max_objects=3, max_object_size=110, max_distractors=2)
+                         scene=SceneSpec(max_objects=3, max_object_size=110, max_distractors=2))
     root = tmp_path / "synthetic"
     ensure_dataset(root, spec)  # a tiny set; the DataModule reuses whatever set root holds
     dm = DetectionDataModule(format="synthetic", root=str(root), batch_size=2, **SMALL)

@@ -1,4 +1,5 @@
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -12,15 +13,17 @@ from detkit.data import CocoDetection
 from detkit.data.synthetic import (
     CATEGORY_NAMES,
     SIZE_BUCKETS,
+    SceneSpec,
     SyntheticSpec,
     dataset_statistics,
     ensure_dataset,
     render_image,
     size_bucket,
+    spec_fields,
 )
 
 TINY = SyntheticSpec(seed=3, image_size=128, train_images=4, val_images=2, test_images=2,
-                     max_objects=3, max_object_size=110, max_distractors=2)
+                     scene=SceneSpec(max_objects=3, max_object_size=110, max_distractors=2))
 # Large enough for bucket shares and every class to show. 256 px as by default: COCO's buckets
 # are absolute sizes, so in much smaller images the large objects no longer fit.
 MODERATE = SyntheticSpec(seed=0, train_images=60, val_images=0, test_images=0)
@@ -42,14 +45,14 @@ def test_same_spec_gives_same_files_and_another_seed_differs(tmp_path):
         assert _load(first[f"{split}_ann"]) == _load(second[f"{split}_ann"])
         for path in sorted(Path(first[f"{split}_images"]).iterdir()):
             assert path.read_bytes() == (Path(second[f"{split}_images"]) / path.name).read_bytes()
-    other = SyntheticSpec(**{**TINY.__dict__, "seed": 4})
+    other = dataclasses.replace(TINY, seed=4)
     image, annotations = render_image(TINY, "train", 0)
     other_image, other_annotations = render_image(other, "train", 0)
     assert not np.array_equal(image, other_image) and annotations != other_annotations
 
 
 def test_images_do_not_depend_on_other_splits_or_order():
-    bigger = SyntheticSpec(**{**TINY.__dict__, "train_images": 50})
+    bigger = dataclasses.replace(TINY, train_images=50)
     for index in (1, 0):
         image, annotations = render_image(TINY, "val", index)
         again, again_annotations = render_image(bigger, "val", index)
@@ -72,7 +75,7 @@ def test_boxes_and_areas_are_consistent(moderate):
         x, y, w, h = ann["bbox"]
         assert w >= 1 and h >= 1 and x >= 0 and y >= 0 and x + w <= 256 and y + h <= 256
         assert 0 < ann["area"] <= w * h
-        assert ann["iscrowd"] == 0 and MODERATE.min_visibility <= ann["visibility"] <= 1
+        assert ann["iscrowd"] == 0 and MODERATE.scene.min_visibility <= ann["visibility"] <= 1
     assert len({a["id"] for a in coco["annotations"]}) == len(coco["annotations"])
 
 
@@ -107,7 +110,7 @@ def test_existing_set_is_reused_and_another_spec_refused(tmp_path, caplog):
         assert ensure_dataset(str(root)) == paths  # spec None: whatever set is there
     assert "reusing" in caplog.text
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == mtimes
-    other = SyntheticSpec(**{**TINY.__dict__, "max_objects": 4})
+    other = dataclasses.replace(TINY, scene=dataclasses.replace(TINY.scene, max_objects=4))
     with pytest.raises(ValueError) as info:
         ensure_dataset(root, other)
     assert str(root) in str(info.value)
@@ -132,19 +135,48 @@ def test_an_existing_empty_folder_is_filled(tmp_path):
 
 
 def test_a_failed_generation_leaves_nothing(tmp_path, monkeypatch):
-    import detkit.data.synthetic as synthetic
+    import detkit.data.synthetic.files as files
 
     def fail(*args, **kwargs):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(synthetic, "generate_split", fail)
+    monkeypatch.setattr(files, "generate_split", fail)
     with pytest.raises(RuntimeError):
         ensure_dataset(tmp_path / "set", TINY)
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("kwargs", [{"seed": -1}, {"min_object_size": 40},
-                                    {"max_object_size": 90}, {"min_visibility": 0}])
+@pytest.mark.parametrize("kwargs", [{"seed": -1}, {"jpeg_quality": 100}, {"image_size": 32}])
 def test_invalid_specs_are_refused(kwargs):
     with pytest.raises(ValueError, match="invalid SyntheticSpec"):
         SyntheticSpec(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"min_object_size": 40}, {"max_object_size": 90},
+                                    {"min_visibility": 0}, {"max_aspect": 0.5}])
+def test_invalid_scenes_are_refused(kwargs):
+    with pytest.raises(ValueError, match="invalid SceneSpec"):
+        SceneSpec(**kwargs)
+
+
+def test_spec_record_is_flat_in_field_order_and_round_trips():
+    record = TINY.record()
+    assert list(record) == [
+        "seed", "image_size", "train_images", "val_images", "test_images", "max_objects",
+        "min_object_size", "max_object_size", "max_distractors", "max_aspect", "max_shear",
+        "elastic_strength", "min_visibility", "jpeg_quality"]  # as spec.json has always had
+    assert record["max_objects"] == 3 and record["seed"] == 3
+    assert SyntheticSpec.from_record(record) == TINY
+    assert [name for name, _, _ in spec_fields()] == list(record)
+    with pytest.raises(ValueError, match="max_object"):
+        SyntheticSpec.from_record({"max_object": 3})
+
+
+def test_generation_says_where_it_writes_and_shows_progress(tmp_path, capsys):
+    ensure_dataset(tmp_path / "set", TINY)
+    err = capsys.readouterr().err
+    assert f"into {(tmp_path / 'set').resolve()}" in err and "(8 images)" in err
+    assert "synthetic train" in err and "4/4" in err  # the train split's progress bar
+    assert f"synthetic set written to {tmp_path / 'set'}" in err
+    ensure_dataset(tmp_path / "quiet", TINY, progress=False)
+    assert capsys.readouterr().err == ""
