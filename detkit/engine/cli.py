@@ -105,12 +105,14 @@ class CheckpointCLI(DetkitCLI):
                 action.help = argparse.SUPPRESS
         trainer = parser.groups.get("trainer")
         if trainer is not None:  # last in --help, under its own name
-            used = ", ".join(f"--trainer.{f}" for f in self.trainer_flags) or "none"
             trainer.title = "trainer"
-            trainer.description = (f"Lightning Trainer flags this tool reads: {used} (a "
-                                   "config's other trainer settings are ignored).")
+            trainer.description = (f"Lightning Trainer flags this tool reads: {self._reads()} "
+                                   "(a config's other trainer settings are ignored).")
             parser._action_groups.remove(trainer)
             parser._action_groups.append(trainer)
+
+    def _reads(self) -> str:
+        return ", ".join(f"--trainer.{f}" for f in self.trainer_flags) or "none"
 
     def _hidden(self, dest: str) -> bool:
         if dest == "trainer":
@@ -126,9 +128,8 @@ class CheckpointCLI(DetkitCLI):
         unused = [g for g in given
                   if g == "trainer" or g.removeprefix("trainer.") not in self.trainer_flags]
         if unused:
-            used = ", ".join(f"--trainer.{f}" for f in self.trainer_flags) or "no Trainer flags"
-            raise ValueError(f"{self.parser.prog} does not use --{', --'.join(unused)} (it reads "
-                             f"{used}); leave them out")
+            raise ValueError(f"{self.parser.prog} does not use --{', --'.join(unused)} (Trainer "
+                             f"flags it reads: {self._reads()}); leave them out")
         super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:

@@ -107,7 +107,8 @@ def test_unused_trainer_flags_are_refused(data, trained, tmp_path):
     ckpt = save_checkpoint(tmp_path / "a.ckpt", trained)
     with pytest.raises(ValueError, match="does not use --trainer.max_steps"):
         evaluate(eval_args(data, ckpt, tmp_path / "out", "--trainer.max_steps", "3"))
-    with pytest.raises(ValueError, match=r"does not use --trainer.accelerator \(it reads no "):
+    with pytest.raises(ValueError, match=r"does not use --trainer.accelerator \(Trainer flags "
+                                         r"it reads: none\)"):
         visualize(eval_args(data, ckpt, tmp_path / "out"))
 
 
