@@ -20,11 +20,12 @@ from detkit.benchmarks.train import (
     format_report,
     lightning_overhead,
 )
+from detkit.engine.errors import ToolArgumentParser, run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ToolArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     for field in dataclasses.fields(TrainBenchConfig):
         parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default),
                             default=field.default)
@@ -55,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

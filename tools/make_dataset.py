@@ -7,8 +7,8 @@ reused; one of another spec is refused. Shows where it writes and a progress bar
 then the set's statistics.
 """
 
-import argparse
 import logging
+import sys
 
 from detkit.data.datamodule import SYNTHETIC_ROOT
 from detkit.data.synthetic import (
@@ -18,15 +18,16 @@ from detkit.data.synthetic import (
     format_statistics,
     spec_fields,
 )
+from detkit.engine.errors import ToolArgumentParser, run_tool
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = ToolArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=SYNTHETIC_ROOT, help="where the set goes")
     for name, kind, default in spec_fields():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default,
                             help=f"default {default}")
-    args = vars(parser.parse_args())
+    args = vars(parser.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root = args.pop("root")
     try:
@@ -38,4 +39,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

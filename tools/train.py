@@ -5,7 +5,10 @@ LightningCLI; ``--ckpt_path last`` resumes an interrupted run. At the end the be
 is evaluated and the metrics table printed.
 """
 
+import sys
+
 from detkit.engine.cli import train
+from detkit.engine.errors import run_tool
 
 if __name__ == "__main__":
-    train()
+    sys.exit(run_tool(train))

@@ -10,7 +10,10 @@ least 512 px so that the bins stay legible). Images with no detection at --score
 offsets figure; the count is printed.
 """
 
+import sys
+
 from detkit.engine.cli import visualize
+from detkit.engine.errors import run_tool
 
 if __name__ == "__main__":
-    visualize()
+    sys.exit(run_tool(visualize))

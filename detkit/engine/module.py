@@ -23,7 +23,7 @@ from detkit.eval import (
     voc_ap,
 )
 from detkit.models import RoIHeadSettings, RPNSettings, build_faster_rcnn
-from detkit.models.backbone import Norm
+from detkit.models.backbone import Norm, backbone_settings
 
 
 @dataclass
@@ -73,8 +73,10 @@ class DetectionModule(L.LightningModule):
 
     Args:
         num_classes: object classes (linked from the data module by the CLI).
+        category_names: their names in label order (linked from the data module by the CLI),
+            kept in the checkpoint so that evaluation and prediction can check and name classes.
         backbone, norm, backbone_weights, trainable_layers, fpn_channels: see
-            ``build_faster_rcnn``.
+            ``build_faster_rcnn``; the checkpoint stores the norm and trainable stages chosen.
         roi_extractor: a name in ``detkit.models.EXTRACTORS``; ``roi_extractor_args`` its options.
         rpn, roi_head: model settings.
         optimizer, schedule: training settings (gradient clipping and precision are the
@@ -85,8 +87,9 @@ class DetectionModule(L.LightningModule):
     """
 
     def __init__(
-        self, num_classes: int, *, backbone: str = "resnet18", norm: Norm = "group",
-        backbone_weights: str | None = None, trainable_layers: int = 5, fpn_channels: int = 256,
+        self, num_classes: int, *, category_names: list[str] | None = None,
+        backbone: str = "resnet18", norm: Norm | None = None, backbone_weights: str | None = None,
+        trainable_layers: int | None = None, fpn_channels: int = 256,
         roi_extractor: str = "roi_align", roi_extractor_args: dict[str, Any] | None = None,
         rpn: RPNSettings | None = None, roi_head: RoIHeadSettings | None = None,
         optimizer: OptimizerSettings | None = None, schedule: ScheduleSettings | None = None,
@@ -97,11 +100,19 @@ class DetectionModule(L.LightningModule):
             raise ValueError(f"proposal_recall_every must be >= 0 (0 = off), got "
                              f"{proposal_recall_every}")
         rpn, roi_head = rpn or RPNSettings(), roi_head or RoIHeadSettings()
+        if category_names is not None and len(category_names) != num_classes:
+            raise ValueError(f"category_names has {len(category_names)} names for {num_classes} "
+                             f"classes: {category_names}")
+        # stored resolved: a checkpoint loads without its backbone_weights (see load_module)
+        norm, trainable_layers = backbone_settings(backbone, backbone_weights, norm,
+                                                   trainable_layers)
         self.optimizer_settings = optimizer or OptimizerSettings()
         self.schedule = schedule or ScheduleSettings()
         # plain types only, so checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters({
-            "num_classes": num_classes, "backbone": backbone, "norm": norm,
+            "num_classes": num_classes,
+            "category_names": list(category_names) if category_names is not None else None,
+            "backbone": backbone, "norm": norm,
             "backbone_weights": backbone_weights, "trainable_layers": trainable_layers,
             "fpn_channels": fpn_channels,
             "roi_extractor": roi_extractor, "roi_extractor_args": roi_extractor_args or {},

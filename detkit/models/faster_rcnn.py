@@ -160,8 +160,9 @@ def build_roi_heads(
 
 
 def build_faster_rcnn(
-    num_classes: int, *, backbone: str = "resnet18", norm: Norm = "group",
-    backbone_weights: str | None = None, trainable_layers: int = 5, fpn_channels: int = 256,
+    num_classes: int, *, backbone: str = "resnet18", norm: Norm | None = None,
+    backbone_weights: str | None = None, trainable_layers: int | None = None,
+    fpn_channels: int = 256,
     roi_extractor: str = "roi_align", roi_extractor_args: dict[str, Any] | None = None,
     rpn: RPNSettings | None = None, roi_head: RoIHeadSettings | None = None,
 ) -> FasterRCNN:
@@ -170,9 +171,12 @@ def build_faster_rcnn(
     Args:
         num_classes: object classes; labels are ``1..num_classes``.
         backbone: ``resnet18|34|50|101`` or ``mobilenet_v3_large`` (with FPN, p2-p6).
-        norm: backbone/FPN normalisation, see :func:`detkit.models.backbone.norm_layer`.
-        backbone_weights: path of a torchvision ImageNet state dict; None = from scratch.
-        trainable_layers: backbone stages to train (5 = all).
+        norm: backbone/FPN normalisation, see :func:`detkit.models.backbone.norm_layer`;
+            None = ``"frozen_bn"`` with ``backbone_weights``, ``"group"`` without.
+        backbone_weights: None = from scratch; ``"imagenet"``, a torchvision weights name
+            (``"ResNet50_Weights.IMAGENET1K_V2"``) or the path of a torchvision classification
+            state dict, see :func:`detkit.models.backbone.build_backbone`.
+        trainable_layers: backbone stages to train; None = 3 with weights, all without.
         fpn_channels: FPN width (256 in the FPN paper).
         roi_extractor: a name in :data:`detkit.models.roi_extractors.EXTRACTORS`.
         roi_extractor_args: that extractor's own keyword arguments.
@@ -180,7 +184,7 @@ def build_faster_rcnn(
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-    body = build_backbone(backbone, norm=norm, weights_path=backbone_weights,
+    body = build_backbone(backbone, norm=norm, weights=backbone_weights,
                           trainable_layers=trainable_layers, fpn_channels=fpn_channels)
     extractor = build_roi_extractor(roi_extractor, in_channels=body.out_channels,
                                     **(roi_extractor_args or {}))

@@ -13,7 +13,9 @@ RACCOON = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[-1])
 
 pytestmark = pytest.mark.skipif(
     not (RACCOON / "annotations").is_dir(),
-    reason=f"the raccoon data set is not at {RACCOON} (see shared/datasets/raccoon/README.md)",
+    reason="the raccoon photographs (annotations/ and images/) are in neither "
+    f"{' nor '.join(map(str, _CANDIDATES))}: put them in ../shared/datasets/raccoon beside the "
+    "repository",
 )
 
 

@@ -1,5 +1,6 @@
 import json
 import math
+from argparse import ArgumentError
 from pathlib import Path
 
 import pytest
@@ -120,11 +121,10 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(workdir, monke
     assert isinstance(load_module(last), DetectionModule)
 
 
-def test_config_typo_and_unknown_extractor_fail_clearly(workdir, capsys):
+def test_config_typo_and_unknown_extractor_fail_clearly(workdir):
     data = coco_args(workdir / "coco")
-    with pytest.raises(SystemExit):
+    with pytest.raises(ArgumentError, match="unrecognized arguments: --model.roi_extractr"):
         train([*data, "--model.roi_extractr", "roi_align"])
-    assert "roi_extractr" in capsys.readouterr().err
     with pytest.raises(ValueError, match="valid names: roi_align"):
         train([*data, "--model.roi_extractor", "roi_warp"])
 
