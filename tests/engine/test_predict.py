@@ -1,6 +1,6 @@
 """Prediction on one's own images: tools/predict.py, the Detector API and its docstring example.
 
-One tiny deformable checkpoint (1 training step) is shared by the module's tests.
+One tiny deformable checkpoint (one training step) is shared by the module's tests.
 """
 
 import doctest
@@ -12,40 +12,60 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from detkit.engine.cli import evaluate, train
+from detkit.data import DetectionDataModule
+from detkit.engine import DetectionModule, OptimizerSettings, ScheduleSettings
+from detkit.engine.cli import load_module
 from detkit.engine.predict import Detector, checkpoint_settings, predict_files
-from detkit.models import build_faster_rcnn
-from tests.engine.helpers import FAST_MODEL, FAST_TRAINER, write_shapes_coco
+from detkit.models import RoIHeadSettings, RPNSettings, build_faster_rcnn
+from tests.engine.helpers import write_shapes_coco
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+# tests/engine/helpers.py's FAST_MODEL as constructor arguments
+FAST_MODULE = {
+    "backbone": "resnet18", "roi_extractor": "deform_roi_pool",
+    "rpn": RPNSettings(anchor_sizes=(16, 32, 64, 128, 256), pre_nms_top_n_train=200,
+                       post_nms_top_n_train=100, pre_nms_top_n_test=100, post_nms_top_n_test=50),
+    "roi_head": RoIHeadSettings(batch_size_per_image=32, representation_size=64,
+                                score_thresh=0.0),
+    "optimizer": OptimizerSettings(lr=0.01), "schedule": ScheduleSettings(warmup_steps=2),
+}
+
+
+def quiet_trainer(**kwargs) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
+    """A checkpoint after one training step, and what validation predicts with it."""
     root = tmp_path_factory.mktemp("predict")
-    train_images, train_ann = write_shapes_coco(root / "coco", "train", 6, seed=1)
+    train_images, train_ann = write_shapes_coco(root / "coco", "train", 2, seed=1)
     # val images larger than min_size/max_size, so the resize (and mapping back) is not identity
     val_images, val_ann = write_shapes_coco(root / "coco", "val", 2, seed=2, size=96)
-    data = ["--data.format", "coco", "--data.train_images", str(train_images),
-            "--data.train_ann", str(train_ann), "--data.val_images", str(val_images),
-            "--data.val_ann", str(val_ann), "--data.min_size", "64", "--data.max_size", "64",
-            "--data.batch_size", "1"]
-    model = [*FAST_MODEL, "--model.roi_extractor", "deform_roi_pool"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)  # runs/ goes here
-        train([*data, *model, *FAST_TRAINER, "--trainer.max_steps", "1",
-               "--trainer.val_check_interval", "1", "--trainer.check_val_every_n_epoch", "null"])
-    ckpt = root / "runs" / "detkit" / "checkpoints" / "last.ckpt"
+    data = DetectionDataModule(
+        format="coco", train_images=str(train_images), train_ann=str(train_ann),
+        val_images=str(val_images), val_ann=str(val_ann), min_size=64, max_size=64,
+        batch_size=1)
+    trainer = quiet_trainer(max_steps=1, limit_val_batches=0, default_root_dir=root)
+    trainer.fit(DetectionModule(3, **FAST_MODULE), datamodule=data)
+    ckpt = root / "tiny.ckpt"
+    trainer.save_checkpoint(ckpt)
+    validated = load_module(ckpt)  # as tools/eval.py does
+    quiet_trainer(default_root_dir=root).validate(validated, datamodule=data, verbose=False)
     hparams = torch.load(ckpt, weights_only=True)["hyper_parameters"]
     # class names: stored by training (when it stores them), else the fallback
     names = hparams.get("category_names") or ["class1", "class2", "class3"]
-    return SimpleNamespace(root=root, ckpt=ckpt, data=data, model=model, val_images=val_images,
-                           names=names)
+    return SimpleNamespace(root=root, ckpt=ckpt, val_images=val_images, names=names,
+                           val_predictions=validated.last_predictions)
 
 
 @pytest.fixture(scope="module")
@@ -112,13 +132,10 @@ def test_tool_predicts_on_a_folder_of_user_images(tiny, tmp_path, monkeypatch, c
     assert list(out.glob("*_offsets.png")), "deformable checkpoint: offsets drawn"
 
 
-def test_detector_gives_what_validation_gives(tiny, detector, tmp_path, monkeypatch):
-    """Same transform, same mapping to original pixels: Detector on the val files equals
-    tools/eval.py's predictions.json (COCO ids 1, 2, 5 are labels 1, 2, 3)."""
-    monkeypatch.chdir(tmp_path)
-    evaluate([*tiny.data, *tiny.model, "--trainer.accelerator", "cpu", "--ckpt", str(tiny.ckpt),
-              "--out", str(tmp_path / "eval")])
-    expected = json.loads((tmp_path / "eval" / "predictions.json").read_text())
+def test_detector_gives_what_validation_gives(tiny, detector):
+    """Same transform, same mapping to original pixels: Detector on the val files equals what
+    validation (tools/eval.py's predictions.json) gives (COCO ids 1, 2, 5 are labels 1, 2, 3)."""
+    expected = tiny.val_predictions
     files = sorted(tiny.val_images.iterdir())
     results = detector.predict(files)
     ids = json.loads((tiny.root / "coco" / "val.json").read_text())["images"]
@@ -142,21 +159,21 @@ def test_paths_arrays_and_tensors_agree(detector, tmp_path):
     Image.fromarray(rgb).save(tmp_path / "x.png")
     tensor = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
     by_path, by_array, by_tensor = detector.predict([tmp_path / "x.png", rgb, tensor])
-    single = detector.predict(rgb)  # one image: still a list
-    assert len(single) == 1 and len(by_path.scores) > 0
-    for other in (by_array, by_tensor, single[0]):
+    assert len(by_path.scores) > 1
+    for other in (by_array, by_tensor):
         assert torch.equal(other.boxes_xyxy, by_path.boxes_xyxy)
         assert torch.equal(other.scores, by_path.scores)
         assert other.names == by_path.names and other.image_size == (50, 70)
     cut = float(by_path.scores[len(by_path.scores) // 2])
-    thresholded = detector.predict(rgb, score_thresh=cut)[0]
-    assert len(thresholded.scores) == int((by_path.scores >= cut).sum()) < len(by_path.scores) + 1
-    assert bool((thresholded.scores >= cut).all())
+    thresholded = detector.predict(rgb, score_thresh=cut)  # one image: still a list
+    assert len(thresholded) == 1
+    assert torch.equal(thresholded[0].scores, by_path.scores[by_path.scores >= cut])
 
 
 def test_bad_inputs_are_named(tiny, detector, tmp_path):
     with pytest.raises(ValueError, match=r"image 1: an array must be uint8 \[H, W, 3\]"):
-        detector.predict([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)])
+        detector.predict([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)],
+                         batch_size=2)
     with pytest.raises(ValueError, match=r"image 0: tensor values must lie in \[0, 1\]"):
         detector.predict(torch.full((3, 8, 8), 255.0))
     with pytest.raises(TypeError, match="image 0: expected a path"):
@@ -173,7 +190,8 @@ def test_bad_inputs_are_named(tiny, detector, tmp_path):
 
 
 def test_offsets_need_a_deformable_extractor(tmp_path):
-    model = build_faster_rcnn(2, backbone="resnet18", roi_extractor="roi_align")
+    model = build_faster_rcnn(2, backbone="resnet18", fpn_channels=16, roi_extractor="roi_align",
+                              roi_head=RoIHeadSettings(representation_size=16))
     detector = Detector(model, ["a", "b"], min_size=32, max_size=32)
     with pytest.raises(ValueError, match="RoIAlign.* learns no offsets"):
         predict_files(detector, [(tmp_path / "x.png", "x.png")], tmp_path / "out", offsets=True)
