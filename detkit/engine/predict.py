@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
@@ -60,12 +61,15 @@ class CheckpointSettings:
 
 
 def checkpoint_settings(
-    checkpoint: dict[str, Any], *, min_size: int | None = None, max_size: int | None = None
+    checkpoint: dict[str, Any], *, min_size: int | None = None, max_size: int | None = None,
+    run_config: str | os.PathLike | None = None,
 ) -> CheckpointSettings:
     """Class names and resize of a loaded checkpoint dict; ``min_size``/``max_size`` override.
 
     Checkpoints made before the names or the resize were stored fall back to ``class1..classK``
-    and to :class:`~detkit.data.DetectionDataModule`'s default sizes, and say so in ``notes``.
+    and to the ``data`` section of ``run_config`` (the resolved config training saved beside its
+    ``checkpoints/`` folder), or, without it, to :class:`~detkit.data.DetectionDataModule`'s
+    defaults; ``notes`` says which.
 
     Raises:
         ValueError: the stored class names do not match the class count.
@@ -81,28 +85,32 @@ def checkpoint_settings(
     elif len(names) != num_classes:
         raise ValueError(f"the checkpoint stores {len(names)} class names {list(names)} for "
                          f"{num_classes} classes")
-    stored = checkpoint.get("datamodule_hyper_parameters", {})
-    sizes = {}
-    for key, given in (("min_size", min_size), ("max_size", max_size)):
+    stored, source = checkpoint.get("datamodule_hyper_parameters", {}), "the checkpoint"
+    if min_size is None or max_size is None:
+        if not {"min_size", "max_size"} <= set(stored):
+            stored, source = _resize_from_config(run_config)
+            notes.append(f"the checkpoint does not record the training resize; using {source}'s "
+                         "(pass --min_size/--max_size to match your training config)")
+    sizes = {"min_size": min_size, "max_size": max_size}
+    for key, given in sizes.items():
         trained = stored.get(key)
-        if given is not None:
-            sizes[key] = given
-            if trained is not None and trained != given:
-                notes.append(f"resizing with {key}={given}; validation during training used "
-                             f"{trained}")
-        elif trained is not None:
+        if given is None:
             sizes[key] = int(trained)
-        else:
-            sizes[key] = _datamodule_default(key)
-            notes.append(f"the checkpoint does not record the training resize; using {key}="
-                         f"{sizes[key]} (the data module's default); pass --{key} to match "
-                         "your training config")
+        elif trained is not None and trained != given:
+            notes.append(f"resizing with {key}={given}; validation in training used {trained}")
     return CheckpointSettings(list(names), sizes["min_size"], sizes["max_size"], tuple(notes))
 
 
-def _datamodule_default(name: str) -> int:
+def _resize_from_config(run_config: str | os.PathLike | None) -> tuple[dict[str, int], str]:
+    """``({"min_size", "max_size"}, where from)``: a run's saved config, else the defaults."""
+    if run_config is not None and Path(run_config).is_file():
+        data = (yaml.safe_load(Path(run_config).read_text()) or {}).get("data") or {}
+        if {"min_size", "max_size"} <= set(data):
+            return {key: int(data[key]) for key in ("min_size", "max_size")}, str(run_config)
     # defaults live in the constructor signature only (DESIGN.md)
-    return inspect.signature(DetectionDataModule).parameters[name].default
+    parameters = inspect.signature(DetectionDataModule).parameters
+    return ({key: parameters[key].default for key in ("min_size", "max_size")},
+            "the data module's defaults")
 
 
 # ----------------------------------------------------------------------------- the API
@@ -185,7 +193,9 @@ class Detector:
             raise FileNotFoundError(f"checkpoint not found: {path}")
         # mmap: only the small settings are read here; load_module reads the weights
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        settings = checkpoint_settings(checkpoint, min_size=min_size, max_size=max_size)
+        # runs/NAME/checkpoints/x.ckpt -> runs/NAME/config.yaml (LightningCLI saves it there)
+        settings = checkpoint_settings(checkpoint, min_size=min_size, max_size=max_size,
+                                       run_config=Path(path).parent.parent / "config.yaml")
         del checkpoint
         return cls(load_module(path).model, settings.category_names, min_size=settings.min_size,
                    max_size=settings.max_size, device=device, notes=settings.notes)

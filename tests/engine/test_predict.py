@@ -197,19 +197,26 @@ def test_offsets_need_a_deformable_extractor(tmp_path):
         predict_files(detector, [(tmp_path / "x.png", "x.png")], tmp_path / "out", offsets=True)
 
 
-def test_checkpoint_settings_fallbacks_and_overrides():
+def test_checkpoint_settings_fallbacks_and_overrides(tmp_path):
     old = {"hyper_parameters": {"num_classes": 2}}  # before names and resize were stored
-    settings = checkpoint_settings(old)
+    settings = checkpoint_settings(old, run_config=tmp_path / "absent.yaml")
     assert settings.category_names == ["class1", "class2"]
     assert (settings.min_size, settings.max_size) == (800, 1333)  # DetectionDataModule defaults
     assert any("class1..class2" in note for note in settings.notes)
-    assert any("does not record the training resize" in note for note in settings.notes)
+    assert any("does not record the training resize; using the data module's defaults" in note
+               for note in settings.notes)
+    config = tmp_path / "config.yaml"  # what LightningCLI saved beside checkpoints/
+    config.write_text("model:\n  num_classes: 2\ndata:\n  min_size: 256\n  max_size: 320\n")
+    settings = checkpoint_settings(old, run_config=config, min_size=200)
+    assert (settings.min_size, settings.max_size) == (200, 320)
+    assert any(f"using {config}'s" in note for note in settings.notes)
+    assert any("min_size=200; validation in training used 256" in n for n in settings.notes)
     new = {"hyper_parameters": {"num_classes": 2, "category_names": ["cat", "dog"]},
            "datamodule_hyper_parameters": {"min_size": 256, "max_size": 300}}
     settings = checkpoint_settings(new, max_size=400)
     assert settings.category_names == ["cat", "dog"]
     assert (settings.min_size, settings.max_size) == (256, 400)
-    assert settings.notes == ("resizing with max_size=400; validation during training used 300",)
+    assert settings.notes == ("resizing with max_size=400; validation in training used 300",)
     with pytest.raises(ValueError, match=r"3 class names \['a', 'b', 'c'\] for 2 classes"):
         checkpoint_settings({"hyper_parameters": {"num_classes": 2,
                                                   "category_names": ["a", "b", "c"]}})
