@@ -379,7 +379,7 @@ def predict_files(
         _check_offsets(detector.model)
     out.mkdir(parents=True, exist_ok=True)
     run, results = PredictionRun(), []
-    stems = _unique_stems([name for _, name in files])
+    stems = _unique_stems([path for path, _ in files])
     bar = tqdm(total=len(files), unit="image", desc="predict", disable=not progress,
                file=sys.stderr)
     for start in range(0, len(files), batch_size):
@@ -448,14 +448,22 @@ def _offsets_drawing(model: FasterRCNN, prediction: _Prediction, score_thresh: f
                           score_thresh=score_thresh)
 
 
-def _unique_stems(names: Sequence[str]) -> list[str]:
-    """File stems for the drawings, one per name: ``a/b.jpg`` -> ``a_b``; repeats get ``-2``..."""
-    stems, seen = [], {}
-    for name in names:
-        stem = str(Path(name).with_suffix("")).replace(os.sep, "_").replace("/", "_")
-        stem = stem.lstrip("._") or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+def _unique_stems(paths: Sequence[Path]) -> list[str]:
+    """File stems for the drawings, one per path, relative to the folder all paths share
+    (``sub/b.jpg`` -> ``sub_b``); a repeated stem gets ``-2``, ``-3``..."""
+    folders = [str(Path(p).resolve().parent) for p in paths]
+    common = Path(os.path.commonpath(folders)) if folders else Path()
+    stems: list[str] = []
+    used: set[str] = set()
+    for path in paths:
+        relative = Path(path).resolve().relative_to(common).with_suffix("")
+        stem = candidate = "_".join(relative.parts).lstrip(".") or "image"
+        repeat = 1
+        while candidate in used:
+            repeat += 1
+            candidate = f"{stem}-{repeat}"
+        stems.append(candidate)
+        used.add(candidate)
     return stems
 
 

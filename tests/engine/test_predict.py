@@ -21,7 +21,13 @@ from PIL import Image
 from detkit.data import DetectionDataModule
 from detkit.engine import DetectionModule, OptimizerSettings, ScheduleSettings
 from detkit.engine.cli import load_module
-from detkit.engine.predict import Detector, checkpoint_settings, predict_files
+from detkit.engine.predict import (
+    Detector,
+    _unique_stems,
+    checkpoint_settings,
+    find_images,
+    predict_files,
+)
 from detkit.models import RoIHeadSettings, RPNSettings, build_faster_rcnn
 from tests.engine.helpers import write_shapes_coco
 
@@ -195,6 +201,29 @@ def test_offsets_need_a_deformable_extractor(tmp_path):
     detector = Detector(model, ["a", "b"], min_size=32, max_size=32)
     with pytest.raises(ValueError, match="RoIAlign.* learns no offsets"):
         predict_files(detector, [(tmp_path / "x.png", "x.png")], tmp_path / "out", offsets=True)
+
+
+def test_find_images_folder_glob_file(tmp_path):
+    for name in ("a.jpg", "b.PNG", "readme.txt", "sub/a.jpg", "sub/deeper/c.jpeg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found, ignored = find_images(str(tmp_path))  # a folder: not recursive, suffix filter
+    assert [name for _, name in found] == ["a.jpg", "b.PNG"] and ignored == 1
+    pattern = str(tmp_path / "**" / "*.jp*g")
+    found, ignored = find_images(pattern)  # a glob: every file it matches, paths as matched
+    assert [p for p, _ in found] == [tmp_path / "a.jpg", tmp_path / "sub/a.jpg",
+                                     tmp_path / "sub/deeper/c.jpeg"]
+    assert found[1][1] == str(tmp_path / "sub/a.jpg") and ignored == 0
+    assert _unique_stems([p for p, _ in found]) == ["a", "sub_a", "sub_deeper_c"]
+    assert _unique_stems([tmp_path / "a.jpg", tmp_path / "a.png", tmp_path / "a-2.jpg"]) == [
+        "a", "a-2", "a-2-2"]
+    one = tmp_path / "b.PNG"
+    assert find_images(str(one)) == ([(one, str(one))], 0)
+    with pytest.raises(FileNotFoundError, match="no images found at .*nothing.*no file matches"):
+        find_images(str(tmp_path / "nothing*.jpg"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="a folder without image files"):
+        find_images(str(tmp_path / "empty"))
 
 
 def test_checkpoint_settings_fallbacks_and_overrides(tmp_path):
