@@ -194,6 +194,9 @@ class DetectionDataModule(LightningDataModule):
         self.val_dataset: DetectionDataset | None = None
         self._prepared_args: dict[str, Any] | None = None
         self._check_args()
+        # saved in checkpoints ("datamodule_hyper_parameters"): prediction on new images
+        # (detkit.engine.predict) resizes them as validation did
+        self.save_hyperparameters({"min_size": min_size, "max_size": max_size})
 
     def _check_args(self) -> None:
         if self.format not in FORMATS:
