@@ -23,18 +23,16 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
 from detkit.data import IMAGENET_MEAN, IMAGENET_STD, eval_transforms, original_scale
-from detkit.data.base import UnreadableImageError, load_rgb
+from detkit.data.base import load_rgb
 from detkit.data.datamodule import DetectionDataModule
 from detkit.engine.cli import load_module
-from detkit.engine.drawing import draw_detections
-from detkit.engine.visualize import save_png
+from detkit.engine.drawing import draw_detections, save_png
 from detkit.eval import to_coco_results
-from detkit.models import FasterRCNN
+from detkit.models import EXTRACTORS, FasterRCNN
 
 ImageInput = str | os.PathLike | np.ndarray | Tensor
 """A file path, a ``uint8 [H, W, 3]`` RGB array, or a ``float Tensor[3, H, W]`` in ``[0, 1]``."""
@@ -277,12 +275,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    try:  # load_rgb checks the size a dataset recorded: here the file's header is the record
-        with Image.open(path) as image:
-            width, height = image.size
-    except OSError as error:
-        raise UnreadableImageError(f"cannot decode image {path}: {error}") from error
-    return load_rgb(path, height, width)
+    return load_rgb(path)
 
 
 def as_rgb_array(image: ImageInput, *, index: int = 0) -> np.ndarray:
@@ -430,14 +423,11 @@ def _drawing(array: np.ndarray, found: Detections, category_names: list[str]) ->
                            category_names, float("-inf"))
 
 
-# The one place that uses the offsets machinery (engine/offsets.py); adapt here if it changes.
 def _check_offsets(model: FasterRCNN) -> None:
-    from detkit.engine.offsets import is_deformable
-
-    if not is_deformable(model):
+    if not model.roi_extractor.moves_bins:
+        names = ", ".join(n for n, c in EXTRACTORS.items() if c.moves_bins)
         raise ValueError(f"--offsets: the {type(model.roi_extractor).__name__} extractor learns "
-                         "no offsets (deformable ones do: deform_roi_pool, mdeform_roi_pool, "
-                         "deform_psroi_pool)")
+                         f"no offsets (these do: {names})")
 
 
 def _offsets_drawing(model: FasterRCNN, prediction: _Prediction, score_thresh: float
