@@ -11,7 +11,7 @@ from torch.utils.data import RandomSampler
 class EpochSeededSampler(RandomSampler):
     """Shuffles like ``RandomSampler`` but draws epoch ``e``'s permutation from its own generator
     seeded with ``(seed, e)``, never from torch's global RNG, so the order of any epoch can be
-    rebuilt after a restart; :meth:`skip_batches` then resumes in the middle of it.
+    rebuilt after a restart; :meth:`resume_at` then resumes in the middle of it.
 
     Lightning calls :meth:`set_epoch` before each training epoch. Under DDP Lightning swaps a
     ``RandomSampler`` (this subclass included) for its ``DistributedSampler``, which is also
@@ -26,17 +26,19 @@ class EpochSeededSampler(RandomSampler):
         super().__init__(data_source)
         self.seed = seed
         self.epoch = 0
-        self._skip = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, indices to skip) for the next pass
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def skip_batches(self, batches: int, batch_size: int) -> None:
-        """Leave out the first ``batches * batch_size`` indices of the next iteration only (the
-        batches a resumed run already trained on in this epoch)."""
-        if batches < 0 or batch_size < 1:
-            raise ValueError(f"need batches >= 0 and batch_size >= 1, got {batches}, {batch_size}")
-        self._skip = batches * batch_size
+    def resume_at(self, epoch: int, batches: int, batch_size: int) -> None:
+        """Make the next iteration (only) epoch ``epoch``'s order without its first ``batches``
+        batches of ``batch_size`` (those a resumed run already trained on); this wins over a
+        :meth:`set_epoch` in between."""
+        if epoch < 0 or batches < 0 or batch_size < 1:
+            raise ValueError(f"need epoch >= 0, batches >= 0 and batch_size >= 1, got {epoch}, "
+                             f"{batches}, {batch_size}")
+        self._resume = (epoch, batches * batch_size)
 
     def permutation(self, epoch: int) -> list[int]:
         """Epoch ``epoch``'s full order of dataset indices."""
@@ -44,8 +46,8 @@ class EpochSeededSampler(RandomSampler):
         return torch.randperm(len(self.data_source), generator=generator).tolist()
 
     def __iter__(self) -> Iterator[int]:
-        skip, self._skip = self._skip, 0
-        yield from self.permutation(self.epoch)[skip:]
+        (epoch, skip), self._resume = self._resume or (self.epoch, 0), None
+        yield from self.permutation(epoch)[skip:]
 
     def __len__(self) -> int:
         return len(self.data_source)

@@ -172,6 +172,34 @@ class DetectionModule(L.LightningModule):
         self._batch_size = batch_size
         return loss
 
+    def on_train_start(self) -> None:
+        """Make each step's batch a function of the global step (see :meth:`_data_position`):
+        a resumed run continues in the epoch's order where its checkpoint left off (Lightning
+        would restart the epoch's loader from its first batch)."""
+        position = self._data_position()
+        if position is None:
+            return
+        sampler, loader, epoch, batches = position
+        sampler.resume_at(epoch, batches, loader.batch_size)
+        if loader.num_workers > 0 and self.global_step:  # workers took indices already
+            iter(self.trainer.fit_loop._data_fetcher)
+
+    def on_train_epoch_start(self) -> None:
+        position = self._data_position()
+        if position is not None:  # Lightning's epoch count may be one ahead after a resume
+            position[0].set_epoch(position[2])
+
+    def _data_position(self) -> tuple[Any, Any, int, int] | None:
+        """``(sampler, loader, epoch, batches done in it)`` from the global step, when the loader
+        uses :class:`~detkit.data.samplers.EpochSeededSampler` (not under DDP, where Lightning
+        swaps in its DistributedSampler: seeded per epoch, but a resume restarts the epoch)."""
+        loader = self.trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        if not hasattr(sampler, "resume_at") or not len(loader):
+            return None
+        done = self.global_step * self.trainer.accumulate_grad_batches
+        return sampler, loader, done // len(loader), done % len(loader)
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         rank = self.trainer.global_rank if self._trainer is not None else 0
         torch.manual_seed(step_seed(self._base_seed, self.global_step, rank))

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from detkit.engine.cli import train
@@ -17,18 +16,23 @@ from tests.engine.helpers import FAST_MODEL, FAST_TRAINER, coco_args
 REPO = Path(__file__).resolve().parents[2]
 
 
-class StallAfterStep(L.Callback):
-    """Test helper: once ``step`` optimizer steps are done, write ``marker`` and hang, so the test
-    can kill the process at a known point."""
+# The training subprocess: once 5 optimizer steps are done (after the step-4 checkpoint), it
+# writes the marker file and hangs, so the test kills it at a known point. Patched in code, not
+# given as a --trainer.callbacks setting: settings are part of the run key a resume must match.
+STALLING_TRAIN = """
+import pathlib, sys, time
+from detkit.engine.cli import train
+from detkit.engine.module import DetectionModule
 
-    def __init__(self, step: int, marker: str) -> None:
-        self.step, self.marker = step, marker
+def stall(self, outputs, batch, batch_idx):
+    if self.global_step == 5:
+        self.logger.experiment.flush()
+        pathlib.Path(sys.argv[1]).write_text("stalled")
+        time.sleep(600)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            trainer.logger.experiment.flush()
-            Path(self.marker).write_text("stalled")
-            time.sleep(600)
+DetectionModule.on_train_batch_end = stall
+train(sys.argv[2:])
+"""
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -48,11 +52,8 @@ def test_sigkilled_run_resumes_with_the_same_steps_and_losses(tmp_path, monkeypa
     reference = Path(train([*args, "--run_dir", "reference"])["run_dir"])
 
     marker = tmp_path / "stalled"
-    stall = ('{"class_path": "tests.engine.test_resume.StallAfterStep", '
-             f'"init_args": {{"step": 5, "marker": "{marker}"}}}}')
-    code = "import sys; from detkit.engine.cli import train; train(sys.argv[1:])"
     process = subprocess.Popen(
-        [sys.executable, "-c", code, *args, "--run_dir", "killed", "--trainer.callbacks", stall],
+        [sys.executable, "-c", STALLING_TRAIN, str(marker), *args, "--run_dir", "killed"],
         env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
