@@ -42,7 +42,7 @@ class EpochSeededSampler(RandomSampler):
 
     def permutation(self, epoch: int) -> list[int]:
         """Epoch ``epoch``'s full order of dataset indices."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
         return torch.randperm(len(self.data_source), generator=generator).tolist()
 
     def __iter__(self) -> Iterator[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,13 @@ class TrainCLI(DetkitCLI):
         root = Path(logger.init_args.save_dir) if logger else Path("runs")
         name = (logger.init_args.name if logger else None) or "detkit"
         self.key = run_key(config.as_dict())
-        self.run = plan_run(root / name / config.model.roi_extractor, self.key,
-                            run_dir=config.run_dir, ckpt_path=config.ckpt_path)
+        if _ddp_child():  # the launching rank chose the folder (and took its lock)
+            self.run = RunPlan(Path(os.environ[RUN_DIR_ENV]), os.environ.get(RESUME_ENV) or None)
+        else:
+            self.run = plan_run(root / name / config.model.roi_extractor, self.key,
+                                run_dir=config.run_dir, ckpt_path=config.ckpt_path)
+            os.environ[RUN_DIR_ENV] = str(self.run.directory)  # inherited by DDP ranks
+            os.environ[RESUME_ENV] = self.run.resume_from or ""
         if logger:
             logger.init_args.save_dir = str(self.run.directory.parent)
             logger.init_args.name = ""
@@ -135,6 +141,15 @@ def checkpoint_step(path: str | os.PathLike) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
 
 
+# DDP's launcher starts the other ranks by running the same command again; they read the run
+# folder and checkpoint chosen by the first rank from these variables.
+RUN_DIR_ENV, RESUME_ENV = "DETKIT_RUN_DIR", "DETKIT_RESUME_FROM"
+
+
+def _ddp_child() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 and RUN_DIR_ENV in os.environ
+
+
 def _tensorboard_logger_config(logger: Any) -> Any:
     """The logger's config namespace when it is a TensorBoardLogger (its log_dir is set to the run
     folder), else None (no logger, or another kind: it keeps its own settings)."""
@@ -170,7 +185,7 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
     """
     cli = _cli(TrainCLI, argv, trainer_defaults=trainer_defaults())
     trainer, model, data, run = cli.trainer, cli.model, cli.datamodule, cli.run
-    with run_lock(run.directory):
+    with nullcontext() if _ddp_child() else run_lock(run.directory):
         write_key(run.directory, cli.key)
         _announce(trainer, run)
         try:
