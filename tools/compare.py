@@ -6,7 +6,8 @@
 
 Unrecognised arguments are passed to every training run (data and trainer overrides).
 Writes DIR/report.md, DIR/ap_ar_by_size.png, DIR/ap_vs_iou.png and DIR/runs/ (TensorBoard);
-finished runs are reused when the command is run again.
+run again, it reuses finished runs whose resolved config matches, resumes interrupted ones from
+their last.ckpt, and refuses runs trained with other settings (naming them) unless --rerun.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extractors", default=",".join(DEFAULT_EXTRACTORS))
     parser.add_argument("--out", required=True)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--rerun", action="store_true",
+                        help="retrain runs in --out whose settings differ (else refused)")
     parser.add_argument("--extractor-args", default="{}",
                         help='JSON: per-extractor settings, e.g. {"spp": {"grids": [1, 2]}}')
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     report = compare(args.config, [e for e in args.extractors.split(",") if e], args.out,
                      seeds=args.seeds, overrides=overrides,
-                     extractor_args=json.loads(args.extractor_args))
+                     extractor_args=json.loads(args.extractor_args), rerun=args.rerun)
     print(report.read_text())
     print(f"\nreport: {report}")
     return 0

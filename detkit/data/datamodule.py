@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from detkit.data import synthetic
 from detkit.data.base import DetectionDataset, Transform, collate
 from detkit.data.coco import CocoDetection
+from detkit.data.samplers import EpochSeededSampler
 from detkit.data.transforms import eval_transforms, seed_transforms, seed_worker, train_transforms
 from detkit.data.voc import VocDetection
 
@@ -318,7 +319,8 @@ class DetectionDataModule(LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            # training order: a function of (seed, epoch), so a resumed run sees the same batches
+            sampler=EpochSeededSampler(dataset, torch.initial_seed()) if shuffle else None,
             num_workers=self.num_workers,
             collate_fn=collate,
             worker_init_fn=partial(seed_worker, rank=rank),

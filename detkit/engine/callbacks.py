@@ -1,10 +1,12 @@
-"""TensorBoard callbacks: validation images with boxes drawn, and precision-recall curves."""
+"""Callbacks: validation images and precision-recall curves in TensorBoard, a one-line summary
+per validation, and a progress bar that counts steps."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import Tensor
 
 from detkit.engine.drawing import draw_detections
@@ -48,17 +50,78 @@ class ValidationImageLogger(L.Callback):
                 if figure is not None:
                     self._offsets.append(figure)
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # on_validation_end, not _epoch_end: Lightning calls callbacks' epoch-end hooks before the
+        # module's, which computes this validation's metrics and PR curve
         writer = _tensorboard(trainer)
         if writer is None or trainer.sanity_checking:
             return
+        step = logging_step(trainer)
         for i, image in enumerate(self._drawn):
-            writer.add_image(f"val_images/{i}", image, trainer.global_step)
+            writer.add_image(f"val_images/{i}", image, step)
         for i, image in enumerate(self._offsets):
-            writer.add_image(f"val_offsets/{i}", image, trainer.global_step)
+            writer.add_image(f"val_offsets/{i}", image, step)
         curves = getattr(pl_module, "last_metrics", {}).get("pr_curve")
         if curves:
-            writer.add_figure("val/pr_curve", pr_curve_figure(curves), trainer.global_step)
+            writer.add_figure("val/pr_curve", pr_curve_figure(curves), step)
+
+
+class ValidationSummary(L.Callback):
+    """Prints one line per validation: the step, AP, AP50, APs/m/l and AR100."""
+
+    KEYS = ("AP", "AP50", "APs", "APm", "APl", "AR100")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = getattr(pl_module, "last_metrics", {})
+        if trainer.sanity_checking or not trainer.is_global_zero or not metrics:
+            return
+        values = "  ".join(f"{k} {metrics[k]:.3f}" for k in self.KEYS if k in metrics)
+        line = (f"validation at step {logging_step(trainer)} ({trainer.global_step} steps "
+                f"trained): {values}")
+        bar = trainer.progress_bar_callback
+        if isinstance(bar, TQDMProgressBar) and bar.is_enabled:
+            bar.print(line)  # above the bars, not through them
+        else:
+            print(line)
+
+
+class StepProgressBar(TQDMProgressBar):
+    """A training bar that counts optimizer steps toward ``max_steps`` across epochs (Lightning's
+    counts the batches of each epoch, restarting at 0), continuing from the resumed step."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        if trainer.max_steps is None or trainer.max_steps < 0:
+            super().on_train_epoch_start(trainer)
+            return
+        bar = self.train_progress_bar
+        if bar.total != trainer.max_steps:
+            bar.reset(total=trainer.max_steps)
+            bar.n = bar.initial = trainer.global_step
+        bar.set_description(f"step (epoch {trainer.current_epoch})")
+        bar.refresh()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        if trainer.max_steps is None or trainer.max_steps < 0:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            return
+        bar = self.train_progress_bar
+        if self._should_update(trainer.global_step, bar.total):
+            bar.n = trainer.global_step
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+            bar.refresh()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.train_progress_bar.disable:
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+
+def logging_step(trainer: L.Trainer) -> int:
+    """The step Lightning gives the metrics logged now (``self.log`` in validation hooks): the
+    count of optimizer steps taken *before* the current batch's, so a validation run after step
+    ``s``'s update (``global_step == s``) shows at ``s - 1``. Images and curves use it too, so
+    every record of one validation sits at one step."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
 def pr_curve_figure(curves: dict[str, list[float]]) -> Any:

@@ -13,41 +13,48 @@ import argparse
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from detkit.data import DetectionDataModule
+from detkit.engine.checkpointing import RunCheckpoint
 from detkit.engine.errors import DEBUG_FLAG, DEBUG_HELP, one_line
-from detkit.engine.module import DetectionModule, OptimizerSettings, ScheduleSettings
+from detkit.engine.module import (
+    DetectionModule,
+    NonFiniteLossError,
+    OptimizerSettings,
+    ScheduleSettings,
+)
+from detkit.engine.runs import RunFolderError, RunPlan, plan_run, run_key, run_lock, write_key
 from detkit.eval import format_metrics_table
 from detkit.models import RoIHeadSettings, RPNSettings
 from detkit.models.backbone import backbone_settings
 
 
 def trainer_defaults() -> dict[str, Any]:
-    """Trainer defaults: TensorBoard logging, best-AP and last checkpoints, learning-rate and
-    validation-image logging. The callbacks are always present (LightningCLI's persistent
-    callbacks); a config adds others under ``trainer.callbacks``."""
-    from detkit.engine.callbacks import ValidationImageLogger
+    """Trainer defaults: TensorBoard logging, learning-rate logging, validation images and a
+    one-line summary per validation. The callbacks are always present (LightingCLI's persistent
+    callbacks); a config adds others under ``trainer.callbacks``. The run's checkpoints
+    (:class:`~detkit.engine.checkpointing.RunCheckpoint`) and the step progress bar are added
+    by :class:`TrainCLI` once the run folder is known."""
+    from detkit.engine.callbacks import ValidationImageLogger, ValidationSummary
 
     return {
         "logger": {
             "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-            # one fixed directory per experiment (no version_N): --ckpt_path last finds it
-            "init_args": {"save_dir": "runs", "name": "detkit", "version": ""},
+            # save_dir/name/EXTRACTOR/vN: TrainCLI sets the version (see detkit.engine.runs)
+            "init_args": {"save_dir": "runs", "name": "detkit"},
         },
         "callbacks": [
-            ModelCheckpoint(monitor="val/AP", mode="max", save_last=True,
-                            filename="best-step{step}", auto_insert_metric_name=False),
-            # last.ckpt also every 100 steps, so a killed run resumes close to where it stopped
-            ModelCheckpoint(save_top_k=0, save_last=True, every_n_train_steps=100),
             LearningRateMonitor(logging_interval="step"),
             ValidationImageLogger(),
+            ValidationSummary(),
         ],
         "log_every_n_steps": 10,
     }
@@ -70,10 +77,102 @@ class DetkitCLI(LightningCLI):
 
 
 class TrainCLI(DetkitCLI):
+    """Adds the run-folder arguments; before the trainer is built, picks the run folder
+    (:func:`~detkit.engine.runs.plan_run`), points the logger at it and adds the checkpoint
+    callback and progress bar."""
+
+    run: RunPlan
+    key: dict[str, Any]  # the settings that decide the run's results (run.json)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
         parser.add_argument("--ckpt_path", type=str | None, default=None,
-                            help="resume from this checkpoint ('last' = the run's last.ckpt)")
+                            help="'last': resume the latest run of this config and extractor "
+                            "(or the --run_dir run); a file: start a new run from it")
+        parser.add_argument("--run_dir", type=str | None, default=None,
+                            help="the run folder: resume the run there from its last.ckpt, or "
+                            "start one there if empty (default: a new LOGDIR/NAME/EXTRACTOR/vN)")
+        parser.add_argument("--checkpoint_every_n_steps", type=int, default=100,
+                            help="write last.ckpt every N optimizer steps (and at every "
+                            "validation and the end); 0: only then")
+
+    def before_instantiate_classes(self) -> None:
+        from detkit.engine.callbacks import StepProgressBar
+
+        config = self.config
+        logger = _tensorboard_logger_config(config.trainer.logger)
+        root = Path(logger.init_args.save_dir) if logger else Path("runs")
+        name = (logger.init_args.name if logger else None) or "detkit"
+        self.key = run_key(config.as_dict())
+        if _ddp_child():  # the launching rank chose the folder (and took its lock)
+            self.run = RunPlan(Path(os.environ[RUN_DIR_ENV]), os.environ.get(RESUME_ENV) or None)
+        else:
+            self.run = plan_run(root / name / config.model.roi_extractor, self.key,
+                                run_dir=config.run_dir, ckpt_path=config.ckpt_path)
+            os.environ[RUN_DIR_ENV] = str(self.run.directory)  # inherited by DDP ranks
+            os.environ[RESUME_ENV] = self.run.resume_from or ""
+        if logger:
+            logger.init_args.save_dir = str(self.run.directory.parent)
+            logger.init_args.name = ""
+            logger.init_args.version = self.run.directory.name
+            logger.init_args.default_hp_metric = False  # it logged a placeholder -1
+            if self.run.resume_from is not None:
+                # TensorBoard drops what the interrupted run logged after its checkpoint (the
+                # resumed run logs those steps again), so no step is recorded twice
+                logger.init_args.purge_step = checkpoint_step(self.run.resume_from)
+        config.run_dir = str(self.run.directory)
+        callbacks = self.trainer_defaults["callbacks"]
+        if config.trainer.enable_checkpointing is not False:
+            callbacks.append(RunCheckpoint(self.run.directory / "checkpoints",
+                                           config.checkpoint_every_n_steps))
+        if config.trainer.enable_progress_bar is not False:
+            callbacks.append(StepProgressBar())
+
+
+class _Parsed(Exception):  # noqa: N818 - control flow, not an error
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+
+class _ParseOnlyCLI(TrainCLI):
+    def before_instantiate_classes(self) -> None:
+        raise _Parsed(self.config.as_dict())
+
+
+def resolve_config(argv: list[str]) -> dict[str, Any]:
+    """The training config ``argv`` resolves to (configs, overrides and defaults), as a dict,
+    without building anything: what :func:`~detkit.engine.runs.run_key` keys a run on."""
+    try:
+        _cli(_ParseOnlyCLI, argv, trainer_defaults=trainer_defaults())
+    except _Parsed as parsed:
+        return parsed.config
+    raise AssertionError("unreachable: the CLI parses before it instantiates")
+
+
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The global step a checkpoint was saved at (memory-mapped: its tensors are not read)."""
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+# DDP's launcher starts the other ranks by running the same command again; they read the run
+# folder and checkpoint chosen by the first rank from these variables.
+RUN_DIR_ENV, RESUME_ENV = "DETKIT_RUN_DIR", "DETKIT_RESUME_FROM"
+
+
+def _ddp_child() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 and RUN_DIR_ENV in os.environ
+
+
+def _tensorboard_logger_config(logger: Any) -> Any:
+    """The logger's config namespace when it is a TensorBoardLogger (its log_dir is set to the run
+    folder), else None (no logger, or another kind: it keeps its own settings)."""
+    if getattr(logger, "class_path", None) == "lightning.pytorch.loggers.TensorBoardLogger":
+        version = logger.init_args.version
+        if version not in (None, ""):
+            raise RunFolderError(f"trainer.logger.version={version!r}: runs are versioned by "
+                                 "detkit (NAME/EXTRACTOR/vN); name a folder with --run_dir")
+        return logger
+    return None
 
 
 class CheckpointCLI(DetkitCLI):
@@ -179,44 +278,75 @@ def _cli(cls: type[DetkitCLI], argv: list[str] | None, **kwargs: Any) -> DetkitC
 
 
 def train(argv: list[str] | None = None) -> dict[str, Any]:
-    """Fit, then evaluate the best checkpoint; returns the metrics."""
+    """Fit in the run folder (new, or resumed: see :class:`TrainCLI`), then evaluate the best
+    checkpoint; returns the metrics (with ``run_dir`` and ``checkpoint``).
+
+    Raises:
+        NonFiniteLossError: a NaN/inf stopped training; the message names the step and the last
+            good checkpoint.
+        RunFolderError: the run folder holds another config, or another process writes it.
+    """
     cli = _cli(TrainCLI, argv, trainer_defaults=trainer_defaults())
-    trainer, model, data = cli.trainer, cli.model, cli.datamodule
-    trainer.fit(model, datamodule=data, ckpt_path=cli.config.get("ckpt_path"))
-    _save_final_last(trainer)
+    trainer, model, data, run = cli.trainer, cli.model, cli.datamodule, cli.run
+    with nullcontext() if _ddp_child() else run_lock(run.directory):
+        write_key(run.directory, cli.key)
+        _announce(trainer, run)
+        try:
+            trainer.fit(model, datamodule=data, ckpt_path=run.resume_from)
+        except NonFiniteLossError as error:
+            raise NonFiniteLossError(f"{error}. {_good_checkpoint(trainer)}") from error
+        metrics = _final_evaluation(trainer, model, data)
+    metrics["run_dir"] = str(run.directory)
+    if trainer.is_global_zero:
+        print(f"\nEvaluation of {metrics['checkpoint'] or 'the final weights'}:")
+        print(format_metrics_table(metrics))
+        print(f"Run folder: {run.directory}  (TensorBoard: tensorboard --logdir "
+              f"{run.directory}; resume: --run_dir {run.directory})")
+    return metrics
+
+
+def _announce(trainer: L.Trainer, run: RunPlan) -> None:
+    if not trainer.is_global_zero:
+        return
+    if run.resume_from is None:
+        print(f"Run folder: {run.directory}")
+        return
+    print(f"Run folder: {run.directory}, resuming from {run.resume_from}")
+    if run.changes:
+        print("  changed since the run started: " + "; ".join(run.changes))
+
+
+def _final_evaluation(trainer: L.Trainer, model: DetectionModule,
+                      data: DetectionDataModule) -> dict[str, Any]:
+    """Validate the best checkpoint (or the final weights). Not logged: the best checkpoint's
+    metrics are already in TensorBoard at their own step."""
     throughput = model.train_images_per_second()
-    best = _best_checkpoint(trainer)
+    callback = trainer.checkpoint_callback
+    best = callback.best_path if isinstance(callback, RunCheckpoint) else None
     if best is not None:
         model = load_module(best)
-    trainer.validate(model, datamodule=data, verbose=False)
+    loggers, trainer.loggers = trainer.loggers, []
+    try:
+        trainer.validate(model, datamodule=data, verbose=False)
+    finally:
+        trainer.loggers = loggers
     metrics = dict(model.last_metrics)
     if throughput is not None:
         metrics["train_images_per_s"] = throughput
     metrics["params"] = sum(p.numel() for p in model.parameters())
-    metrics["checkpoint"] = best
-    if trainer.is_global_zero:
-        print(f"\nEvaluation of {best or 'the final weights'}:")
-        print(format_metrics_table(metrics))
-        if trainer.logger is not None and trainer.logger.log_dir:
-            print(f"TensorBoard logs: tensorboard --logdir {trainer.logger.log_dir}")
+    metrics["checkpoint"] = str(best) if best is not None else None
     return metrics
 
 
-def _save_final_last(trainer: L.Trainer) -> None:
-    """ModelCheckpoint writes last.ckpt at validation; a run that ends between validations
-    (max_steps) would leave it behind the final step, so resuming would redo steps."""
-    callback = trainer.checkpoint_callback  # the first one: best val AP, and last
-    if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
-        path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}.ckpt"
-        trainer.save_checkpoint(path)
-        callback.last_model_path = str(path)
-
-
-def _best_checkpoint(trainer: L.Trainer) -> str | None:
+def _good_checkpoint(trainer: L.Trainer) -> str:
+    """Which checkpoint holds the last good weights (every written one is finite)."""
     callback = trainer.checkpoint_callback
-    if isinstance(callback, ModelCheckpoint):
-        return callback.best_model_path or callback.last_model_path or None
-    return None
+    if isinstance(callback, RunCheckpoint) and callback.last_step is not None \
+            and callback.last_path.exists():
+        return (f"The last good checkpoint is {callback.last_path} (step {callback.last_step}); "
+                f"resume with --run_dir {callback.dirpath.parent} after changing the settings "
+                "(e.g. a lower --model.optimizer.lr) or with --model.nonfinite skip")
+    return "No checkpoint was written before it."
 
 
 def load_module(path: str | os.PathLike) -> DetectionModule:

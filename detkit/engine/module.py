@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,6 +27,8 @@ from detkit.eval import (
 )
 from detkit.models import RoIHeadSettings, RPNSettings, build_faster_rcnn
 from detkit.models.backbone import Norm, backbone_settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,8 +54,26 @@ class ScheduleSettings:
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training hit a NaN or infinite loss; raised before the optimizer step, so weights and the
-    last checkpoint are the last good ones."""
+    """Training met a NaN or infinite loss or gradient (``nonfinite="stop"``, or too many steps
+    skipped in a row), or a checkpoint was about to hold one. Raised before the optimizer step, so
+    the weights and every checkpoint written are finite."""
+
+
+NonFinitePolicy = Literal["skip", "stop"]
+
+
+def nonfinite_tensors(named: Iterable[tuple[str, Tensor | None]]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity (None entries ignored)."""
+    return [name for name, value in named if value is not None and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())]
+
+
+def step_seed(base_seed: int, step: int, rank: int = 0) -> int:
+    """The seed of torch's RNG for optimizer step ``step``: a function of the run's seed, the step
+    and the process rank only, so a resumed run draws the same random numbers (RPN/RoI sampling)
+    at each step as an uninterrupted one, whatever ran in between (validation, restarts)."""
+    return int(np.random.SeedSequence([base_seed, step, rank]).generate_state(1, np.uint64)[0]
+               >> 1)
 
 
 def lr_factor(step: int, total_steps: int, schedule: ScheduleSettings) -> float:
@@ -84,6 +107,10 @@ class DetectionModule(L.LightningModule):
         proposal_recall_every: score RPN proposal recall at validation 1, 1 + k, 1 + 2k, ...
             (k = this value; 1 = every validation, 0 = never). Its keys are
             ``proposal_AR{,s,m,l}@N`` for N in ``proposal_budgets(rpn.post_nms_top_n_test)``.
+        nonfinite: what a NaN/inf loss or gradient does: ``"stop"`` raises
+            :class:`NonFiniteLossError` before the optimizer step; ``"skip"`` drops that step's
+            update (the batch is consumed, the step counter and schedule advance) with a warning.
+        max_nonfinite_skips: with ``"skip"``, stop after this many skipped steps in a row.
     """
 
     def __init__(
@@ -94,11 +121,15 @@ class DetectionModule(L.LightningModule):
         rpn: RPNSettings | None = None, roi_head: RoIHeadSettings | None = None,
         optimizer: OptimizerSettings | None = None, schedule: ScheduleSettings | None = None,
         proposal_recall_every: int = 1,
+        nonfinite: NonFinitePolicy = "stop", max_nonfinite_skips: int = 5,
     ) -> None:
         super().__init__()
         if proposal_recall_every < 0:
             raise ValueError(f"proposal_recall_every must be >= 0 (0 = off), got "
                              f"{proposal_recall_every}")
+        if nonfinite not in ("skip", "stop") or max_nonfinite_skips < 1:
+            raise ValueError("need nonfinite 'skip' or 'stop' and max_nonfinite_skips >= 1, got "
+                             f"{nonfinite!r}, {max_nonfinite_skips}")
         rpn, roi_head = rpn or RPNSettings(), roi_head or RoIHeadSettings()
         if category_names is not None and len(category_names) != num_classes:
             raise ValueError(f"category_names has {len(category_names)} names for {num_classes} "
@@ -120,6 +151,7 @@ class DetectionModule(L.LightningModule):
             "optimizer": dataclasses.asdict(self.optimizer_settings),
             "schedule": dataclasses.asdict(self.schedule),
             "proposal_recall_every": proposal_recall_every,
+            "nonfinite": nonfinite, "max_nonfinite_skips": max_nonfinite_skips,
         })
         self.proposal_recall_every = proposal_recall_every
         self._proposal_limits = proposal_budgets(rpn.post_nms_top_n_test)
@@ -138,21 +170,24 @@ class DetectionModule(L.LightningModule):
         self._batch_size = 1
         self.last_metrics: dict[str, Any] = {}
         self.last_predictions: list[dict] = []
+        self.nonfinite_skips = 0  # steps skipped in this run (all), and in a row
+        self._skips_in_a_row = 0
+        self._base_seed = torch.initial_seed()  # seed_everything's, before any per-step seeding
+        self.last_saved_step: int | None = None  # global step of the latest checkpoint written
 
     # ----------------------------------------------------------------------------- training
     def forward(self, images: list[Tensor], targets: list[dict] | None = None) -> Any:
         return self.model(images, targets)
 
-    def training_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[list[Tensor], list[dict]],
+                      batch_idx: int) -> Tensor | None:
         images, targets = batch
         losses = self.model(images, targets)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
             terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-            raise NonFiniteLossError(
-                f"non-finite loss at step {self.global_step} (epoch {self.current_epoch}, batch "
-                f"{batch_idx}): {terms}. Training stopped before the optimizer step; the last "
-                "checkpoint holds the last good weights.")
+            self._nonfinite(f"non-finite loss ({terms})")
+            return None  # Lightning skips backward and the optimizer step
         batch_size = len(images)
         for name, value in losses.items():
             self.log(f"train/{name}", value, batch_size=batch_size)
@@ -165,6 +200,95 @@ class DetectionModule(L.LightningModule):
         self._step_clock = now
         self._batch_size = batch_size
         return loss
+
+    def on_train_start(self) -> None:
+        """Make each step's batch a function of the global step (see :meth:`_data_position`):
+        a resumed run continues in the epoch's order where its checkpoint left off (Lightning
+        would restart the epoch's loader from its first batch)."""
+        position = self._data_position()
+        if position is None:
+            return
+        sampler, loader, epoch, batches = position
+        sampler.resume_at(epoch, batches, loader.batch_size)
+        if loader.num_workers > 0 and self.global_step:  # workers took indices already
+            iter(self.trainer.fit_loop._data_fetcher)
+
+    def on_train_epoch_start(self) -> None:
+        position = self._data_position()
+        if position is not None:  # Lightning's epoch count may be one ahead after a resume
+            position[0].set_epoch(position[2])
+
+    def _data_position(self) -> tuple[Any, Any, int, int] | None:
+        """``(sampler, loader, epoch, batches done in it)`` from the global step, when the loader
+        uses :class:`~detkit.data.samplers.EpochSeededSampler` (not under DDP, where Lightning
+        swaps in its DistributedSampler: seeded per epoch, but a resume restarts the epoch)."""
+        loader = self.trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        if not hasattr(sampler, "resume_at") or not len(loader):
+            return None
+        done = self.global_step * self.trainer.accumulate_grad_batches
+        return sampler, loader, done // len(loader), done % len(loader)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        torch.manual_seed(step_seed(self._base_seed, self.global_step, rank))
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Gradients are complete (and unscaled under AMP) here, before clipping and the step:
+        a non-finite one stops training or drops this step's update (all gradients set to None,
+        which SGD and AdamW skip, momentum and decay included)."""
+        if self._scaler_handles_overflow():
+            return
+        params = [(n, p.grad) for n, p in self.named_parameters() if p.grad is not None]
+        if not params:  # training_step returned None (a skipped loss): nothing to check
+            return
+        bad = nonfinite_tensors(params)
+        if bad:
+            self._nonfinite(f"non-finite gradients in {len(bad)} of {len(params)} tensors "
+                            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            self._skips_in_a_row = 0
+
+    def _scaler_handles_overflow(self) -> bool:
+        """fp16 AMP: the GradScaler itself skips steps whose gradients overflow (and lowers its
+        scale), which is routine early in training, not divergence."""
+        if self._trainer is None:
+            return False
+        return getattr(self.trainer.precision_plugin, "scaler", None) is not None
+
+    def _nonfinite(self, what: str) -> None:
+        """Stop (raise) or count a skipped step, by ``hparams.nonfinite``."""
+        where = f"at step {self.global_step} (epoch {self.current_epoch})"
+        policy, limit = self.hparams["nonfinite"], self.hparams["max_nonfinite_skips"]
+        if policy == "stop":
+            raise NonFiniteLossError(f"{what} {where}; training stopped before the optimizer "
+                                     "step (model.nonfinite=stop)")
+        self.nonfinite_skips += 1
+        self._skips_in_a_row += 1
+        if self._skips_in_a_row >= limit:
+            raise NonFiniteLossError(f"{what} {where}: {self._skips_in_a_row} steps in a row "
+                                     f"skipped (model.max_nonfinite_skips={limit}); training "
+                                     "stopped before the optimizer step")
+        log.warning("%s %s: optimizer step skipped (%d skipped in this run, %d in a row; stops "
+                    "at %d in a row)", what, where, self.nonfinite_skips, self._skips_in_a_row,
+                    limit)
+        self.log("train/nonfinite_skips", float(self.nonfinite_skips))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """No checkpoint with a NaN or infinity is ever written (weights or optimizer state)."""
+        named = list(checkpoint.get("state_dict", {}).items())
+        for i, optimizer in enumerate(checkpoint.get("optimizer_states", [])):
+            for key, state in optimizer.get("state", {}).items():
+                named += [(f"optimizer{i}.state[{key}].{k}", v) for k, v in state.items()
+                          if isinstance(v, Tensor)]
+        bad = nonfinite_tensors(named)
+        if bad:
+            raise NonFiniteLossError(
+                f"refusing to write a checkpoint at step {checkpoint.get('global_step')}: "
+                f"{len(bad)} tensors hold NaN or inf ({', '.join(bad[:3])}"
+                f"{', ...' if len(bad) > 3 else ''})")
+        self.last_saved_step = int(checkpoint.get("global_step", self.global_step))
 
     def _world(self) -> int:
         return self.trainer.world_size if self._trainer is not None else 1

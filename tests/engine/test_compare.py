@@ -5,6 +5,7 @@ import pytest
 from detkit.engine import compare as compare_module
 from detkit.engine.cli import train
 from detkit.engine.compare import compare
+from detkit.engine.runs import RunFolderError
 from tests.engine.helpers import FAST_MODEL, FAST_TRAINER, coco_args
 
 
@@ -42,6 +43,7 @@ def test_compare_writes_report_and_reuses_finished_runs(tmp_path, monkeypatch):
             metrics = json.loads((run / "metrics.json").read_text())
             assert {"AP", "AP_per_iou", "infer_ms_per_image", "params"} <= set(metrics)
             assert list(run.glob("events.out.tfevents.*")), "TensorBoard run per extractor"
+            assert (run / "run.json").exists() and not (run / ".lock").exists()
     params = {n: json.loads((out / "runs" / n / "seed0" / "metrics.json").read_text())["params"]
               for n in ("roi_align", "deform_roi_pool")}
     assert params["deform_roi_pool"] > params["roi_align"]  # the offset branch is there
@@ -51,7 +53,26 @@ def test_compare_writes_report_and_reuses_finished_runs(tmp_path, monkeypatch):
         raise AssertionError("a finished run was trained again")
 
     compare(None, ["roi_align", "deform_roi_pool"], out, seeds=2, overrides=overrides,
+            extractor_args={"deform_roi_pool": {"offset_fc_channels": 32}},
             train_fn=must_not_train)
+    # ... but not when the settings differ: refused, naming them (nothing trained or cleared)
+    longer = [*overrides, "--trainer.max_steps", "3"]
+    with pytest.raises(RunFolderError, match=r"seed0 was trained with other settings "
+                       r"\(trainer.max_steps: 2 -> 3\)"):
+        compare(None, ["roi_align"], out, overrides=longer, train_fn=must_not_train)
+    with pytest.raises(RunFolderError, match="model.roi_extractor_args.offset_fc_channels"):
+        compare(None, ["deform_roi_pool"], out, overrides=overrides, train_fn=must_not_train)
+    assert (out / "runs" / "roi_align" / "seed0" / "metrics.json").exists()
+
+    # a run without metrics.json (killed after its last checkpoint) resumes from it
+    (out / "runs" / "roi_align" / "seed0" / "metrics.json").unlink()
+    steps_run = []
+    monkeypatch.setattr("detkit.engine.module.DetectionModule.on_train_batch_start",
+                        lambda self, batch, batch_idx: steps_run.append(self.global_step))
+    calls.clear()
+    compare(None, ["roi_align"], out, overrides=overrides, train_fn=counting_train)
+    assert len(calls) == 1 and steps_run == []  # resumed at its final step: nothing retrained
+    assert (out / "runs" / "roi_align" / "seed0" / "metrics.json").exists()
 
 
 def test_compare_rejects_unknown_extractors(tmp_path):

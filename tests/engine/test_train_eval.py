@@ -29,15 +29,26 @@ def fit_args(data_args, steps, extra=()):
 
 def test_fit_coco_then_eval_matches_pycocotools(workdir, capsys):
     data = coco_args(workdir / "coco")
-    metrics = train(fit_args(data, 4))
-    printed = capsys.readouterr().out
+    metrics = train(fit_args(data, 4, ["--trainer.enable_progress_bar", "true"]))
+    captured = capsys.readouterr()
+    printed = captured.out
     # FAST_MODEL keeps 50 proposals per image at test time: recall is scored at 50 only
     assert "AP50" in printed and "proposal_AR@50" in printed and "tensorboard --logdir" in printed
     assert "proposal_AR@100" not in printed
-    ckpt_dir = workdir / "runs" / "detkit" / "checkpoints"
-    assert (ckpt_dir / "last.ckpt").exists()
-    assert any(p.name.startswith("best-step") for p in ckpt_dir.iterdir())
-    assert (workdir / "runs" / "detkit" / "config.yaml").exists()  # resolved config saved
+    run = workdir / "runs" / "detkit" / "roi_align" / "v0"
+    assert Path(metrics["run_dir"]).resolve() == run
+    assert printed.count(f"Run folder: {metrics['run_dir']}") == 2  # at start and end
+    ckpt_dir = run / "checkpoints"
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert Path(metrics["checkpoint"]).resolve() == ckpt_dir / "best.ckpt"
+    assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["global_step"] == 4
+    for name in ("config.yaml", "hparams.yaml", "run.json"):  # resolved config saved
+        assert (run / name).exists(), name
+    # each validation prints one summary line; the bar counts steps toward max_steps (6 images
+    # in batches of 2: epochs of 3 batches), not batches per epoch
+    assert "validation at step 1 (2 steps trained): AP " in printed
+    assert "validation at step 3 (4 steps trained): AP " in printed
+    assert "4/4 [" in printed and "/3 [" not in printed
 
     out = workdir / "eval"
     evaluated = evaluate([*data, *FAST_MODEL, "--trainer.accelerator", "cpu",
@@ -85,7 +96,8 @@ def test_fit_raccoon_photographs(workdir):
 def test_resume_continues_from_the_checkpoint_step(workdir, monkeypatch):
     data = coco_args(workdir / "coco")
     train(fit_args(data, 4))
-    last = workdir / "runs" / "detkit" / "checkpoints" / "last.ckpt"
+    run = workdir / "runs" / "detkit" / "roi_align" / "v0"
+    last = run / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 4
     steps_run = []
     original = DetectionModule.training_step
@@ -95,33 +107,92 @@ def test_resume_continues_from_the_checkpoint_step(workdir, monkeypatch):
         return original(self, batch, batch_idx)
 
     monkeypatch.setattr(DetectionModule, "training_step", counting)
-    train(fit_args(data, 6, ["--ckpt_path", "last"]))
+    metrics = train(fit_args(data, 6, ["--ckpt_path", "last"]))
     assert steps_run == [4, 5]  # continued where it stopped, did not start over
+    assert Path(metrics["run_dir"]).resolve() == run  # in the run's own folder
     assert torch.load(last, weights_only=True)["global_step"] == 6
+    # a new training of the same config and extractor gets its own folder
+    steps_run.clear()
+    assert Path(train(fit_args(data, 1))["run_dir"]).resolve() == run.with_name("v1")
+    assert steps_run == [0]
 
 
-def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(workdir, monkeypatch):
-    data = coco_args(workdir / "coco")
+def poison(monkeypatch, steps, *, loss=False):
+    """At the given global steps, make the loss (or one parameter's gradient) NaN."""
     original = DetectionModule.training_step
 
     def poisoned(self, batch, batch_idx):
-        if self.global_step == 3:
-            losses = {"loss_classifier": torch.tensor(float("nan"))}
-            monkeypatch.setattr(self.model, "forward", lambda *a, **k: losses)
+        if self.global_step in steps:
+            if loss:
+                losses = {"loss_classifier": torch.tensor(float("nan"))}
+                monkeypatch.setattr(self.model, "forward", lambda *a, **k: losses)
+            else:
+                weight = next(p for p in self.parameters() if p.requires_grad)
+                handle = weight.register_hook(lambda g: handle.remove() or g * float("nan"))
         return original(self, batch, batch_idx)
 
     monkeypatch.setattr(DetectionModule, "training_step", poisoned)
-    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 3"):
+
+
+def all_finite(path):
+    checkpoint = torch.load(path, weights_only=True)
+    return checkpoint, all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values()
+                           if v.is_floating_point())
+
+
+def test_nan_loss_stops_naming_the_step_and_the_good_checkpoint(workdir, monkeypatch):
+    data = coco_args(workdir / "coco")
+    poison(monkeypatch, {3}, loss=True)
+    last = Path("runs", "detkit", "roi_align", "v0", "checkpoints", "last.ckpt")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at step 3 .*The last good "
+                       rf"checkpoint is {last} \(step 2\)"):
         train(fit_args(data, 10))
-    last = workdir / "runs" / "detkit" / "checkpoints" / "last.ckpt"
-    checkpoint = torch.load(last, weights_only=True)
-    assert checkpoint["global_step"] == 2  # saved at the step-2 validation, before the NaN
-    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values()
-               if v.is_floating_point())
+    checkpoint, finite = all_finite(last)
+    assert checkpoint["global_step"] == 2 and finite  # saved at the step-2 validation
     assert isinstance(load_module(last), DetectionModule)
 
 
-def test_config_typo_and_unknown_extractor_fail_clearly(workdir):
+def test_nan_gradient_with_finite_loss_stops_before_the_step(workdir, monkeypatch):
+    data = coco_args(workdir / "coco")
+    poison(monkeypatch, {3})
+    with pytest.raises(NonFiniteLossError, match=r"non-finite gradients in 1 of \d+ tensors "
+                       r"\(model\.backbone\.\S+\) at step 3 .*good checkpoint .*\(step 3\)"):
+        train(fit_args(data, 10, ["--checkpoint_every_n_steps", "1"]))
+    _, finite = all_finite(workdir / "runs" / "detkit" / "roi_align" / "v0" / "checkpoints"
+                           / "last.ckpt")
+    assert finite
+
+
+def test_nonfinite_skip_drops_the_update_and_stops_after_too_many(workdir, monkeypatch, caplog):
+    data = coco_args(workdir / "coco")
+    poison(monkeypatch, {1})
+    weights = {}
+    original = DetectionModule.on_train_batch_start
+
+    def record(self, batch, batch_idx):
+        weights[self.global_step] = [p.detach().clone() for p in self.parameters()]
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(DetectionModule, "on_train_batch_start", record)
+    train(fit_args(data, 3, ["--model.nonfinite", "skip"]))
+    assert "optimizer step skipped (1 skipped in this run, 1 in a row" in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(weights[1], weights[2], strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(weights[0], weights[1], strict=True))
+    poison(monkeypatch, {0, 1, 2, 3})
+    with pytest.raises(NonFiniteLossError, match="2 steps in a row skipped"):
+        train(fit_args(data, 6, ["--model.nonfinite", "skip", "--model.max_nonfinite_skips",
+                                 "2"]))
+
+
+def test_no_checkpoint_holds_a_nonfinite_tensor():
+    module = DetectionModule(2, backbone="resnet18")
+    state = {"global_step": 7, "state_dict": module.state_dict()}
+    state["state_dict"]["model.rpn.head.conv.0.0.weight"] = torch.tensor([1.0, float("inf")])
+    with pytest.raises(NonFiniteLossError, match=r"checkpoint at step 7: 1 tensors .*rpn"):
+        module.on_save_checkpoint(state)
+
+
+def test_config_typo_and_unknown_extractor_fail_clearly(workdir, capsys):
     data = coco_args(workdir / "coco")
     with pytest.raises(ArgumentError, match="unrecognized arguments: --model.roi_extractr"):
         train([*data, "--model.roi_extractr", "roi_align"])

@@ -43,7 +43,7 @@ def test_visualize_writes_images(tmp_path, monkeypatch):
     data = coco_args(tmp_path / "coco")
     model = [*FAST_MODEL, "--model.roi_extractor", "deform_psroi_pool"]
     train([*data, *model, *FAST_TRAINER, "--trainer.max_steps", "2"])
-    ckpt = tmp_path / "runs" / "detkit" / "checkpoints" / "last.ckpt"
+    ckpt = tmp_path / "runs" / "detkit" / "deform_psroi_pool" / "v0" / "checkpoints" / "last.ckpt"
     written = visualize([*data, *model, "--ckpt", str(ckpt), "--out", str(tmp_path / "viz"),
                          "--num_images", "2", "--score_thresh", "0.0"])
     names = sorted(p.name for p in written)

@@ -1,0 +1,105 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from detkit.engine.runs import (
+    CHECKPOINT,
+    RunFolderError,
+    changed_settings,
+    key_hash,
+    plan_run,
+    run_key,
+    run_lock,
+    write_key,
+)
+
+CONFIG = {"model": {"roi_extractor": "roi_align", "rpn": {"anchor_sizes": (16, 32)}},
+          "trainer": {"max_steps": 4, "logger": {"init_args": {"save_dir": "runs"}},
+                      "enable_progress_bar": False},
+          "run_dir": "runs/x/v0", "ckpt_path": None, "checkpoint_every_n_steps": 100}
+
+
+def test_run_key_leaves_out_paths_and_display_and_names_changes():
+    key = run_key(CONFIG)
+    assert key == {"model.roi_extractor": "roi_align", "model.rpn.anchor_sizes": [16, 32],
+                   "trainer.max_steps": 4}
+    moved = {**CONFIG, "run_dir": "elsewhere", "checkpoint_every_n_steps": 5}
+    assert run_key(moved) == key and key_hash(run_key(moved)) == key_hash(key)
+    longer = run_key({**CONFIG, "trainer": {**CONFIG["trainer"], "max_steps": 6}})
+    assert key_hash(longer) != key_hash(key)
+    assert changed_settings(key, longer) == ["trainer.max_steps: 4 -> 6"]
+    assert changed_settings(key, {**key, "data.hflip": 0.0}) == ["data.hflip: <unset> -> 0.0"]
+
+
+def finished_run(directory, key):
+    (directory / CHECKPOINT).parent.mkdir(parents=True)
+    (directory / CHECKPOINT).write_bytes(b"")
+    write_key(directory, key)
+
+
+def test_plan_run_versions_resume_and_refusals(tmp_path):
+    parent, key = tmp_path / "quickstart" / "roi_align", run_key(CONFIG)
+    first = plan_run(parent, key, run_dir=None, ckpt_path=None)
+    assert first.directory == parent / "v0" and first.resume_from is None
+    # a folder left empty by a failed start is reused, not skipped
+    assert plan_run(parent, key, run_dir=None, ckpt_path=None).directory == parent / "v0"
+    finished_run(parent / "v0", key)
+    assert plan_run(parent, key, run_dir=None, ckpt_path=None).directory == parent / "v1"
+    # --ckpt_path last: the latest version; v1 has no checkpoint yet
+    with pytest.raises(RunFolderError, match="v1 has no checkpoints/last.ckpt"):
+        plan_run(parent, key, run_dir=None, ckpt_path="last")
+    resumed = plan_run(parent, key, run_dir=str(parent / "v0"), ckpt_path=None)
+    assert resumed.resume_from == str(parent / "v0" / CHECKPOINT) and resumed.changes == []
+    longer = {**key, "trainer.max_steps": 6}  # training longer continues the run
+    assert plan_run(parent, longer, run_dir=str(parent / "v0"),
+                    ckpt_path="last").changes == ["trainer.max_steps: 4 -> 6"]
+    other = {**key, "model.roi_extractor": "roi_pool"}
+    with pytest.raises(RunFolderError, match=r"model.roi_extractor: \"roi_align\" -> \"roi_pool\""):
+        plan_run(parent, other, run_dir=str(parent / "v0"), ckpt_path=None)
+    (parent / "v1" / "events.out.tfevents.1").write_text("")
+    with pytest.raises(RunFolderError, match="holds files but no checkpoints/last.ckpt"):
+        plan_run(parent, key, run_dir=str(parent / "v1"), ckpt_path=None)
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        plan_run(parent, key, run_dir=None, ckpt_path=str(tmp_path / "missing.ckpt"))
+
+
+def test_run_lock_refuses_a_live_writer_and_takes_over_a_dead_ones(tmp_path):
+    with run_lock(tmp_path):
+        holder = (tmp_path / ".lock").read_text()
+        assert holder.startswith(f"{os.getpid()}@")
+        with pytest.raises(RunFolderError, match=f"being written by process {holder}"):
+            with run_lock(tmp_path):
+                pass
+    assert not (tmp_path / ".lock").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / ".lock").write_text(f"{dead}@{holder.split('@')[1]}")  # e.g. after kill -9
+    with run_lock(tmp_path):
+        assert (tmp_path / ".lock").read_text() == holder.replace(holder.split("@")[0],
+                                                                  str(os.getpid()))
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    from detkit.engine.checkpointing import save_atomically
+
+    class FakeTrainer:
+        is_global_zero = True
+
+        class strategy:  # noqa: N801
+            @staticmethod
+            def barrier(name):
+                pass
+
+        @staticmethod
+        def save_checkpoint(path):
+            torch.save({"global_step": 3}, path)
+            raise KeyboardInterrupt  # killed after the temporary file was written
+
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"previous")
+    with pytest.raises(KeyboardInterrupt):
+        save_atomically(FakeTrainer(), target)
+    assert target.read_bytes() == b"previous" and os.listdir(tmp_path) == ["last.ckpt"]
