@@ -253,9 +253,9 @@ def test_checkpoint_settings_fallbacks_and_overrides(tmp_path):
 
 def test_docstring_example_runs(tiny, tmp_path, monkeypatch):
     """The Detector docstring, as written, on the tiny checkpoint placed where it looks."""
-    checkpoints = tmp_path / "runs" / "quickstart" / "checkpoints"
+    checkpoints = tmp_path / "runs" / "quickstart" / "roi_align" / "v0" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    shutil.copy(tiny.ckpt, checkpoints / "last.ckpt")
+    shutil.copy(tiny.ckpt, checkpoints / "best.ckpt")
     user_images(tmp_path / "mine")
     shutil.copy(tmp_path / "mine" / "photo.jpg", tmp_path / "photo.jpg")
     monkeypatch.chdir(tmp_path)
