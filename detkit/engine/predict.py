@@ -149,7 +149,7 @@ class Detector:
     >>> import numpy as np
     >>> from detkit import Detector
     >>> detector = Detector.from_checkpoint("runs/quickstart/roi_align/v0/checkpoints/best.ckpt",
-...                                     device="cpu")
+    ...                                 device="cpu")
     >>> array = np.zeros((240, 320, 3), dtype=np.uint8)  # or a Tensor[3, H, W] in [0, 1]
     >>> results = detector.predict(["photo.jpg", array], score_thresh=0.05)
     >>> len(results), results[1].image_size
