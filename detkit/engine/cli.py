@@ -232,8 +232,10 @@ class CheckpointCLI(DetkitCLI):
         super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
-        """Decide the norm and trainable stages with the weights named (as training did), then
+        """Read the checkpoint (a bad path fails before the data is read and the model built).
+        Decide the norm and trainable stages with the weights named (as training did), then
         drop the weights: the checkpoint holds them, and nothing is read or downloaded."""
+        self.checkpoint = read_checkpoint(self.config["ckpt"])
         model = self.config["model"]
         model.norm, model.trainable_layers = backbone_settings(
             model.backbone, model.backbone_weights, model.norm, model.trainable_layers)
@@ -446,8 +448,7 @@ def _names(names: list[str] | None) -> str:
 def checkpoint_module(cli: CheckpointCLI) -> DetectionModule:
     """The command line's model with the weights of its ``--ckpt``, after checking that they fit
     (:func:`checkpoint_mismatches`); test-time settings are thus the command line's."""
-    path = cli.config["ckpt"]
-    checkpoint = read_checkpoint(path)
+    path, checkpoint = cli.config["ckpt"], cli.checkpoint
     problems = checkpoint_mismatches(checkpoint["hyper_parameters"], dict(cli.model.hparams))
     if problems:
         raise ValueError(f"checkpoint {path} does not fit the command line and data: "

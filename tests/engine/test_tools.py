@@ -75,11 +75,15 @@ def test_lightning_cli_errors_are_one_line(capsys):
     assert run_tool(train, ["--data.batch_size", "abc"], prog="train.py") == 2
     assert capsys.readouterr().err == ('train.py: error: Parser key "data.batch_size": Expected '
                                        "a <class 'int'>. Got value: abc\n")
+    assert run_tool(train, ["--data.format", "coco"], prog="train.py") == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "train.py: error: format='coco' needs train_images, train_ann, val_images, val_ann "
+        "(missing) (--debug shows the traceback)"]
+    # the checkpoint is read first: a wrong path fails before any data is read
     assert run_tool(evaluate, ["--ckpt", "c.ckpt", "--out", "o", "--data.format", "coco"],
                     prog="eval.py") == 2
     assert capsys.readouterr().err.splitlines() == [
-        "eval.py: error: format='coco' needs train_images, train_ann, val_images, val_ann "
-        "(missing) (--debug shows the traceback)"]
+        "eval.py: error: checkpoint c.ckpt does not exist (--debug shows the traceback)"]
 
 
 def help_text(tool, capsys):
