@@ -175,6 +175,13 @@ def _tensorboard_logger_config(logger: Any) -> Any:
     return None
 
 
+# The training tool's own options (and LightningCLI's optimizer/lr_scheduler slots), written
+# into every run's config.yaml; the checkpoint tools accept a run's config.yaml as --config and
+# ignore them
+TRAIN_ONLY_OPTIONS = ("ckpt_path", "run_dir", "checkpoint_every_n_steps", "optimizer",
+                      "lr_scheduler")
+
+
 class CheckpointCLI(DetkitCLI):
     """A tool that reads a checkpoint with a training config's data (eval, visualize): its own
     options first in ``--help``, the Trainer flags it does not use hidden (a config's values for
@@ -199,6 +206,9 @@ class CheckpointCLI(DetkitCLI):
         super().add_arguments_to_parser(parser)
         parser.add_argument("--ckpt", type=str, required=True, help="checkpoint to read")
         parser.add_argument("--out", type=str, required=True, help="output directory")
+        # a run's own config.yaml also holds the training tool's options: accepted, ignored
+        for name in TRAIN_ONLY_OPTIONS:
+            parser.add_argument(f"--{name}", type=Any, default=None, help=argparse.SUPPRESS)
         for action in parser._actions:
             if self._hidden(action.dest):
                 action.help = argparse.SUPPRESS

@@ -129,3 +129,14 @@ def test_load_module_reads_the_names_and_weights(trained, tmp_path):
     assert module.hparams["category_names"] == NAMES
     for key, value in module.state_dict().items():
         torch.testing.assert_close(value, trained[1][key])
+
+
+def test_a_runs_own_config_yaml_is_accepted(data, trained, tmp_path):
+    """A run's config.yaml also holds the training tool's options (ckpt_path, run_dir, ...) and
+    LightningCLI's optimizer slots: eval reads it as --config and ignores them."""
+    config = tmp_path / "config.yaml"
+    config.write_text("ckpt_path: null\nrun_dir: runs/x/roi_align/v0\n"
+                      "checkpoint_every_n_steps: 100\noptimizer: null\nlr_scheduler: null\n")
+    ckpt = save_checkpoint(tmp_path / "a.ckpt", trained)
+    metrics = evaluate(["--config", str(config), *eval_args(data, ckpt, tmp_path / "out")])
+    assert "AP" in metrics and (tmp_path / "out" / "metrics.json").exists()
