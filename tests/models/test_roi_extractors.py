@@ -227,3 +227,120 @@ def test_bad_settings():
         build_roi_extractor("roi_pool", in_channels=0)
     with pytest.raises(ValueError, match="output_size must be positive"):
         build_roi_extractor("psroi_align", in_channels=8, output_size=0)
+
+
+def per_level_reference(feats, boxes, pool):
+    """Each RoI pooled by ``pool(feature, rois, scale)`` from the level FPN eq. (1) assigns."""
+    rois = rois_of(boxes)
+    levels = ops.map_levels(rois, 2, 5)
+    return torch.cat([pool(feats[f"p{int(lv)}"], rois[k : k + 1], 2.0 ** -int(lv))
+                      for k, lv in enumerate(levels)])
+
+
+def test_prroi_pool_extractor_equals_the_op_per_level():
+    feats = make_features(channels=4)
+    boxes = make_boxes(counts=(6, 5))
+    out = build_roi_extractor("prroi_pool", in_channels=4, output_size=5)(feats, boxes, SIZES)
+    expected = per_level_reference(feats, boxes, lambda f, r, s: ops.prroi_pool(f, r, 5, s))
+    torch.testing.assert_close(out, expected)
+    assert not torch.allclose(out, build_roi_extractor("roi_align", in_channels=4, output_size=5)(
+        feats, boxes, SIZES))
+
+
+def _align(mode):
+    return lambda f, r, s: ops.roi_align(f, r, 7, s, 2, False, mode=mode)
+
+
+def test_mixed_pool_gate_mixes_avg_and_max_per_channel():
+    feats = make_features(channels=4)
+    boxes = make_boxes(counts=(6, 5))
+    avg = per_level_reference(feats, boxes, _align("avg"))
+    peak = per_level_reference(feats, boxes, _align("max"))
+    assert (peak >= avg - 1e-6).all() and not torch.allclose(peak, avg)
+    extractor = build_roi_extractor("mixed_pool", in_channels=4)
+    torch.testing.assert_close(extractor(feats, boxes, SIZES), 0.5 * (avg + peak))  # sigmoid(0)
+    with torch.no_grad():
+        extractor.gate_logit.copy_(torch.tensor([float("inf"), -float("inf"), 0.0, 2.0]))
+    out = extractor(feats, boxes, SIZES)
+    torch.testing.assert_close(out[:, 0], peak[:, 0])  # gate 1: max pooling
+    torch.testing.assert_close(out[:, 1], avg[:, 1])  # gate 0: average pooling (= roi_align)
+    a = torch.sigmoid(torch.tensor(2.0))
+    torch.testing.assert_close(out[:, 3], a * peak[:, 3] + (1 - a) * avg[:, 3])
+    torch.testing.assert_close(avg, RoIAlignExtractor(in_channels=4)(feats, boxes, SIZES))
+
+
+def test_mixed_pool_concat_stacks_avg_then_max():
+    feats = make_features(channels=4)
+    boxes = make_boxes(counts=(3, 2))
+    extractor = build_roi_extractor("mixed_pool", in_channels=4, mode="concat")
+    assert extractor.out_channels == 8 and extractor.out_features == 8 * 49
+    assert not list(extractor.parameters())
+    out = extractor(feats, boxes, SIZES)
+    torch.testing.assert_close(out[:, :4], per_level_reference(feats, boxes, _align("avg")))
+    torch.testing.assert_close(out[:, 4:], per_level_reference(feats, boxes, _align("max")))
+
+
+ATTENTION_OPTIONS = [(True, True), (True, False), (False, True), (False, False)]
+
+
+@pytest.mark.parametrize(("channel", "spatial"), ATTENTION_OPTIONS)
+def test_attention_pool_starts_at_half_per_branch(channel, spatial):
+    feats = make_features(channels=32)
+    boxes = make_boxes(counts=(4, 3))
+    plain = RoIAlignExtractor(in_channels=32)(feats, boxes, SIZES)
+    extractor = build_roi_extractor("attention_pool", in_channels=32, channel=channel,
+                                    spatial=spatial)
+    assert (extractor.channel_attention is not None) == channel
+    assert (extractor.spatial_attention is not None) == spatial
+    out = extractor(feats, boxes, SIZES)
+    factor = 0.5 ** (channel + spatial)  # each zero-initialised branch gives sigmoid(0) = 0.5
+    torch.testing.assert_close(out, factor * plain, rtol=0, atol=0)  # exact, also with both off
+    if not channel and not spatial:
+        assert not list(extractor.parameters())
+
+
+@pytest.mark.parametrize(("channel", "spatial"), ATTENTION_OPTIONS[:3])
+def test_attention_pool_weights_follow_se_and_cbam(channel, spatial):
+    feats = make_features(channels=32)
+    boxes = make_boxes(counts=(4, 3))
+    torch.manual_seed(0)
+    extractor = build_roi_extractor("attention_pool", in_channels=32, channel=channel,
+                                    spatial=spatial, reduction=8)
+    with torch.no_grad():
+        for param in extractor.parameters():
+            param.normal_()
+    x = RoIAlignExtractor(in_channels=32)(feats, boxes, SIZES)
+    if channel:
+        first, _, last = extractor.channel_attention
+        assert first.out_features == 4  # 32 // reduction
+        squeeze = x.mean(dim=(2, 3))
+        x = x * torch.sigmoid(last(torch.relu(first(squeeze))))[:, :, None, None]
+    if spatial:
+        conv = extractor.spatial_attention
+        assert conv.kernel_size == (3, 3)
+        maps = torch.stack([x.mean(1), x.amax(1)], dim=1)
+        x = x * torch.sigmoid(torch.nn.functional.conv2d(maps, conv.weight, conv.bias, padding=1))
+    out = extractor(feats, boxes, SIZES)
+    torch.testing.assert_close(out, x)
+    # once the gates are away from zero, every parameter gets a nonzero gradient
+    out.square().sum().backward()
+    for param_name, param in extractor.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, param_name
+
+
+def test_mixed_pool_gate_gets_a_gradient():
+    feats = make_features(channels=4)
+    extractor = build_roi_extractor("mixed_pool", in_channels=4)
+    extractor(feats, make_boxes(counts=(3, 2)), SIZES).sum().backward()
+    assert (extractor.gate_logit.grad.abs() > 0).all()
+
+
+def test_bad_settings_of_the_gated_extractors():
+    with pytest.raises(ValueError, match="mode must be 'gate' or 'concat'"):
+        build_roi_extractor("mixed_pool", in_channels=8, mode="max")
+    with pytest.raises(ValueError, match="reduction"):
+        build_roi_extractor("attention_pool", in_channels=8, reduction=0)
+    with pytest.raises(ValueError, match="spatial_kernel"):
+        build_roi_extractor("attention_pool", in_channels=8, spatial_kernel=4)
+    with pytest.raises(TypeError):
+        build_roi_extractor("prroi_pool", in_channels=8, sampling_ratio=2)

@@ -6,9 +6,10 @@ extractor names (the comparison study's default, the benchmarks) is derived from
 order: from the no-multi-scale baseline to the learned-sampling extractors.
 
 Layout: ``base`` (the :class:`RoIExtractor` base class, FPN level mapping, :class:`BinLayout`),
-``level_mapped`` (fixed bins, one level per RoI), ``all_level`` (every level per RoI, fused),
-``position_sensitive`` (per-bin channel groups of a thin map), ``deformable`` (learned sampling:
-the bins move).
+``level_mapped`` (fixed bins, one level per RoI), ``gated`` (RoIAlign's fixed bins recombined by
+learned sigmoid gates: mixed avg/max pooling, channel and spatial attention), ``all_level`` (every
+level per RoI, fused), ``position_sensitive`` (per-bin channel groups of a thin map),
+``deformable`` (learned sampling: the bins move).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from detkit.models.roi_extractors.deformable import (
     DeformRoIPoolExtractor,
     ModulatedDeformRoIPoolExtractor,
 )
+from detkit.models.roi_extractors.gated import AttentionPoolExtractor, MixedPoolExtractor
 from detkit.models.roi_extractors.level_mapped import (
+    PrRoIPoolExtractor,
     RoIAlignExtractor,
     RoIPoolExtractor,
     SingleLevelRoIAlignExtractor,
@@ -34,6 +37,9 @@ EXTRACTORS: dict[str, type[RoIExtractor]] = {
     "roi_align_single": SingleLevelRoIAlignExtractor,
     "roi_pool": RoIPoolExtractor,
     "roi_align": RoIAlignExtractor,
+    "prroi_pool": PrRoIPoolExtractor,
+    "mixed_pool": MixedPoolExtractor,
+    "attention_pool": AttentionPoolExtractor,
     "pyramid_fusion": PyramidFusionExtractor,
     "spp": SpatialPyramidPoolExtractor,
     "deform_roi_pool": DeformRoIPoolExtractor,
@@ -56,11 +62,14 @@ def build_roi_extractor(name: str, *, in_channels: int, **settings: Any) -> RoIE
 __all__ = [
     "EXTRACTORS",
     "FPN_LEVELS",
+    "AttentionPoolExtractor",
     "BinLayout",
     "DeformPSRoIPoolExtractor",
     "DeformRoIPoolExtractor",
+    "MixedPoolExtractor",
     "ModulatedDeformRoIPoolExtractor",
     "PSRoIAlignExtractor",
+    "PrRoIPoolExtractor",
     "PyramidFusionExtractor",
     "RoIAlignExtractor",
     "RoIExtractor",

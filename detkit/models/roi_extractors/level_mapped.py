@@ -1,5 +1,6 @@
 """Level-mapped extractors with fixed bins: each RoI is pooled from the one FPN level eq. (1)
-assigns it to (RoIAlign, RoIPool, spatial-pyramid pooling), or from one given level."""
+assigns it to (RoIAlign, RoIPool, precise RoI pooling, spatial-pyramid pooling), or from one given
+level."""
 
 from __future__ import annotations
 
@@ -56,6 +57,20 @@ class RoIPoolExtractor(RoIExtractor):
 
     def pool_level(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
         return ops.roi_pool(feature, rois, self.output_size, scale)
+
+
+class PrRoIPoolExtractor(RoIExtractor):
+    """Precise RoI pooling (IoU-Net's PrRoIPool) on the level-mapped FPN level (``prroi_pool``).
+
+    Each bin is the exact average of the bilinearly interpolated feature map over the bin (no
+    sampling grid, so no ``sampling_ratio``; corners scaled without a half-pixel shift), see
+    :func:`detkit.ops.prroi_pool`. Takes the base class's arguments: ``in_channels``,
+    ``featmap_names``, ``output_size``. The op can also pass gradients to the RoI coordinates;
+    Faster R-CNN's proposals are detached, so here only the features get them.
+    """
+
+    def pool_level(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
+        return ops.prroi_pool(feature, rois, self.output_size, scale)
 
 
 class SpatialPyramidPoolExtractor(RoIExtractor):

@@ -1,0 +1,43 @@
+"""Training-step time of each RoI extractor + box head on fixed FPN features, vs roi_align.
+
+    python tools/benchmark_extractors.py --threads 1
+    python tools/benchmark_extractors.py --extractors prroi_pool,mixed_pool,attention_pool
+    python tools/benchmark_extractors.py --device cuda --rois 512 --repeats 20
+
+For a whole Faster R-CNN step per extractor (backbone included) see tools/benchmark_train.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from detkit.benchmarks.arguments import add_config_arguments, config_from_arguments
+from detkit.benchmarks.extractors import (
+    ExtractorBenchConfig,
+    format_extractor_report,
+    time_extractor_heads,
+)
+from detkit.engine.errors import ToolArgumentParser, run_tool
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ToolArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, ExtractorBenchConfig)
+    parser.add_argument("--json", help="also write the numbers to this JSON file")
+    args = vars(parser.parse_args(argv))
+    cfg = config_from_arguments(ExtractorBenchConfig, args)
+    out_json = args["json"]
+    results = time_extractor_heads(cfg)
+    print(format_extractor_report(cfg, results))
+    if out_json:
+        with open(out_json, "w") as f:
+            json.dump({"config": dataclasses.asdict(cfg), "extractors": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_tool(main))
