@@ -57,6 +57,93 @@ class ImageRecord:
     labels: np.ndarray
 
 
+class RecordArrays(Sequence[ImageRecord]):
+    """Image records serialized into a few flat numpy arrays.
+
+    A list of :class:`ImageRecord` s is one Python object (with refcount) per record, array and
+    path; a forked DataLoader worker that merely reads them writes their refcounts (and the
+    garbage collector writes their headers), turning shared pages into private copies, so memory
+    grows with the workers and over an epoch (the copy-on-read problem; detectron2 and
+    mmdetection serialize their records for the same reason). Here a record is rebuilt on
+    indexing from arrays that hold no Python objects, and stay shared.
+
+    Attributes:
+        image_ids: ``int64 [N]``.
+        heights, widths: ``int32 [N]`` image sizes in pixels.
+        box_offsets: ``int64 [N + 1]``: the boxes of record ``i`` are rows
+            ``box_offsets[i]:box_offsets[i + 1]`` of ``boxes_xyxy`` and ``labels``.
+        boxes_xyxy: ``float32 [B, 4]`` training boxes in original pixels; ``labels``: ``int64 [B]``.
+        path_bytes, path_offsets: ``uint8`` UTF-8 of every path, and ``int64 [N + 1]`` offsets.
+
+    Args:
+        image_ids, heights, widths, paths: one per record.
+        box_counts: ``[N]`` boxes of each record; ``boxes_xyxy`` and ``labels`` hold them record
+            after record.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_ids: np.ndarray,
+        heights: np.ndarray,
+        widths: np.ndarray,
+        box_counts: np.ndarray,
+        boxes_xyxy: np.ndarray,
+        labels: np.ndarray,
+        paths: Sequence[str | Path],
+    ) -> None:
+        n = len(image_ids)
+        if not (len(heights) == len(widths) == len(box_counts) == len(paths) == n):
+            raise ValueError("image_ids, heights, widths, box_counts and paths need one entry per "
+                             f"record, got {n}, {len(heights)}, {len(widths)}, "
+                             f"{len(box_counts)}, {len(paths)}")
+        self.image_ids = np.asarray(image_ids, np.int64)
+        self.heights = np.asarray(heights, np.int32)
+        self.widths = np.asarray(widths, np.int32)
+        self.box_offsets = np.concatenate([[0], np.cumsum(box_counts, dtype=np.int64)])
+        self.boxes_xyxy = np.ascontiguousarray(boxes_xyxy, np.float32).reshape(-1, 4)
+        self.labels = np.ascontiguousarray(labels, np.int64).reshape(-1)
+        if not len(self.boxes_xyxy) == len(self.labels) == self.box_offsets[-1]:
+            raise ValueError(f"box_counts sum to {self.box_offsets[-1]} but there are "
+                             f"{len(self.boxes_xyxy)} boxes and {len(self.labels)} labels")
+        encoded = [str(path).encode("utf-8") for path in paths]
+        self.path_offsets = np.concatenate(
+            [[0], np.cumsum([len(e) for e in encoded], dtype=np.int64)])
+        self.path_bytes = np.frombuffer(b"".join(encoded), np.uint8)
+
+    @classmethod
+    def from_records(cls, records: Sequence[ImageRecord]) -> RecordArrays:
+        """Serialize :class:`ImageRecord` s (datasets small enough to build them one by one)."""
+        return cls(
+            image_ids=np.array([r.image_id for r in records], np.int64),
+            heights=np.array([r.height for r in records], np.int32),
+            widths=np.array([r.width for r in records], np.int32),
+            box_counts=np.array([len(r.labels) for r in records], np.int64),
+            boxes_xyxy=np.concatenate([np.empty((0, 4), np.float32)]
+                                      + [r.boxes_xyxy.reshape(-1, 4) for r in records]),
+            labels=np.concatenate([np.empty(0, np.int64)] + [r.labels for r in records]),
+            paths=[r.path for r in records],
+        )
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> ImageRecord:  # type: ignore[override]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"record {index} out of range for {n} records")
+        index %= n
+        start, stop = self.box_offsets[index], self.box_offsets[index + 1]
+        path = self.path_bytes[self.path_offsets[index]:self.path_offsets[index + 1]]
+        return ImageRecord(int(self.image_ids[index]), Path(path.tobytes().decode("utf-8")),
+                           int(self.heights[index]), int(self.widths[index]),
+                           self.boxes_xyxy[start:stop], self.labels[start:stop])
+
+    def box_counts(self) -> np.ndarray:
+        """``int64 [N]`` training boxes per record."""
+        return np.diff(self.box_offsets)
+
+
 def original_scale(target: dict[str, Any]) -> Tensor:
     """``Tensor[4]`` that maps xyxy boxes from the transformed image (``input_size``) back to the
     file's pixels (``orig_size``): ``boxes_original = boxes_xyxy * original_scale(target)``."""
@@ -66,13 +153,13 @@ def original_scale(target: dict[str, Any]) -> Tensor:
 
 
 def clip_boxes_xyxy(
-    boxes_xyxy: np.ndarray, height: int, width: int
+    boxes_xyxy: np.ndarray, height: int | np.ndarray, width: int | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Clip boxes to the image and find the ones left empty.
 
     Args:
         boxes_xyxy: ``float [M, 4]`` boxes in pixels.
-        height, width: image size.
+        height, width: image size, or ``[M, 1]`` sizes of each box's image.
 
     Returns:
         ``(clipped float32 [M, 4], keep bool [M], changed bool [M])``: ``keep`` is False for boxes
@@ -222,24 +309,27 @@ class DetectionDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
     ``skip_bad_images``: :class:`UnreadableImageError`.
 
     Subclasses set ``category_names``, ``label_to_category_id``, ``stats`` and
-    ``_coco_gt_dataset`` (the dict ``coco_gt`` is built from, lazily) and call ``_init_records``.
+    ``_coco_gt_dataset`` (the dict ``coco_gt`` is built from, lazily; None: no ``coco_gt``) and
+    call ``_init_records`` with the records, serialized (:class:`RecordArrays`) if not yet.
     ``source`` names the annotation file or folder in messages.
     """
 
     category_names: list[str]
     label_to_category_id: list[int]
     stats: dict[str, int]
-    _coco_gt_dataset: dict[str, Any]
+    _coco_gt_dataset: dict[str, Any] | None
 
     def _init_records(
         self,
-        records: list[ImageRecord],
+        records: RecordArrays | Sequence[ImageRecord],
         transforms: Transform | None,
         *,
         skip_bad_images: bool,
         verify_images: bool,
         source: str | Path,
     ) -> None:
+        if not isinstance(records, RecordArrays):
+            records = RecordArrays.from_records(records)
         self.records = records
         self.transforms = transforms
         self.skip_bad_images = skip_bad_images
@@ -250,13 +340,22 @@ class DetectionDataset(Dataset[tuple[Tensor, dict[str, Any]]]):
     @property
     def image_ids(self) -> list[int]:
         """``coco_gt`` image id of each item, in item order."""
-        return [record.image_id for record in self.records]
+        return self.records.image_ids.tolist()
 
     @cached_property
     def coco_gt(self) -> COCO:
         """pycocotools ``COCO`` with the original annotations, for evaluation (built by
-        ``detkit.eval.build_coco_gt``, the one COCO ground-truth builder)."""
+        ``detkit.eval.build_coco_gt``, the one COCO ground-truth builder).
+
+        Raises:
+            RuntimeError: the dataset was built without its ground truth (a training set).
+        """
         dataset = self._coco_gt_dataset
+        if dataset is None:
+            raise RuntimeError(
+                f"{type(self).__name__}({self.source}) was built with keep_coco_gt=False (as "
+                "training sets are, to stay lean), so it has no coco_gt; build it with "
+                "keep_coco_gt=True to evaluate on it")
         return build_coco_gt(dataset["images"], dataset["annotations"], dataset["categories"],
                              info=dataset.get("info"), licenses=dataset.get("licenses"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,13 @@ import numpy as np
 
 from detkit.data.base import (
     DetectionDataset,
-    ImageRecord,
+    RecordArrays,
     Transform,
     clip_boxes_xyxy,
     decodes,
     find_missing_files,
 )
-from detkit.eval import complete_annotations
+from detkit.eval import check_annotation_ids
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")
 
@@ -37,10 +38,18 @@ def _entry(section: str, index: int, entry: Any) -> str:
     return f"{section}[{index}]"
 
 
+def _drop_segmentation(entry: dict[str, Any]) -> dict[str, Any]:
+    """``json`` object hook: polygons and RLE masks are dropped as soon as each annotation is
+    parsed, so they never pile up (in COCO train2017 they are most of the file's 389 MB, and as
+    Python floats they took gigabytes); box detection and its evaluation never read them."""
+    entry.pop("segmentation", None)
+    return entry
+
+
 def _read_json(ann_file: Path) -> dict[str, Any]:
     try:
         with open(ann_file, encoding="utf-8") as f:
-            data = json.load(f)
+            data = json.load(f, object_hook=_drop_segmentation)
     except json.JSONDecodeError as error:
         raise ValueError(f"{ann_file}: not a JSON file ({error})") from error
     except UnicodeDecodeError as error:
@@ -107,23 +116,45 @@ def _check_annotation(ann: Any, name: str, image_ids: set[int], category_ids: se
 
 def _check_annotations(
     annotations: list[Any], image_ids: set[int], category_ids: set[int], ann_file: Path
-) -> dict[int, list[dict[str, Any]]]:
-    """Validate annotations and complete them for ``coco_gt``, grouped by image id.
-
-    Completion is ``detkit.eval.complete_annotations`` (a missing ``area`` becomes the box area
-    ``w * h``, a missing ``iscrowd`` 0 and a missing ``id`` a fresh one above the largest id in
-    the file; repeated ids and ids below 1 are errors).
-    """
+) -> None:
+    """Validate every annotation, and that given ids are unique and >= 1 (as
+    ``detkit.eval.check_annotation_ids``), naming the file and the entry."""
     try:
         for i, ann in enumerate(annotations):
             _check_annotation(ann, _entry("annotations", i, ann), image_ids, category_ids)
-        completed = complete_annotations(annotations)
+        check_annotation_ids(annotations)
     except ValueError as error:
         raise ValueError(f"{ann_file}: {error}") from None
-    per_image: dict[int, list[dict[str, Any]]] = {}
-    for ann in completed:
-        per_image.setdefault(ann["image_id"], []).append(ann)
-    return per_image
+
+
+@dataclass(frozen=True)
+class _AnnotationArrays:
+    """The annotations as training needs them, one row per annotation in file order.
+
+    Attributes:
+        image_index: ``int64 [A]`` index of the annotation's image in ``images``.
+        boxes_xyxy: ``float64 [A, 4]`` the file's boxes in original pixels.
+        labels: ``int64 [A]`` contiguous labels in ``1..K``.
+        crowd: ``bool [A]`` ``iscrowd`` set.
+    """
+
+    image_index: np.ndarray
+    boxes_xyxy: np.ndarray
+    labels: np.ndarray
+    crowd: np.ndarray
+
+    @classmethod
+    def build(cls, annotations: list[dict[str, Any]], index_of: dict[int, int],
+              label_of: dict[int, int]) -> _AnnotationArrays:
+        """From validated annotation dicts (``index_of``: image id -> index)."""
+        boxes_xywh = np.array([a["bbox"] for a in annotations], np.float64).reshape(-1, 4)
+        return cls(
+            image_index=np.array([index_of[a["image_id"]] for a in annotations], np.int64),
+            boxes_xyxy=np.concatenate([boxes_xywh[:, :2], boxes_xywh[:, :2] + boxes_xywh[:, 2:]],
+                                      axis=1),
+            labels=np.array([label_of[a["category_id"]] for a in annotations], np.int64),
+            crowd=np.array([bool(a.get("iscrowd", 0)) for a in annotations], bool),
+        )
 
 
 class CocoDetection(DetectionDataset):
@@ -136,7 +167,12 @@ class CocoDetection(DetectionDataset):
     Training targets leave out crowd annotations, clip boxes to the image and drop boxes empty
     after clipping; images without objects are kept as negatives. ``coco_gt`` keeps the original
     annotations of the kept images (original category ids, the file's ``area`` - COCO's size
-    buckets use it - or the box area when missing, crowd as ``iscrowd=1``).
+    buckets use it - or the box area when missing, crowd as ``iscrowd=1``) without their
+    ``segmentation`` (dropped while parsing: box evaluation does not read it).
+
+    Memory: ``records`` are :class:`~detkit.data.base.RecordArrays` (flat numpy arrays, shared
+    by DataLoader workers without copying); with ``keep_coco_gt=False`` (training sets) no
+    annotation dict is kept at all, so a train2017-sized file loads into ~1/20 of the memory.
 
     ``stats`` counts: ``images``, ``annotations`` (of kept images), ``crowd_excluded``,
     ``boxes_clipped``, ``boxes_dropped_empty``, ``images_without_boxes``,
@@ -152,6 +188,8 @@ class CocoDetection(DetectionDataset):
         verify_images: decode every image at construction; with ``skip_bad_images`` the
             undecodable ones are left out of the items and ``coco_gt`` (as missing ones are),
             otherwise the first one raises.
+        keep_coco_gt: keep the image and annotation dicts that ``coco_gt`` is built from (for
+            the evaluated split); False keeps only the training records, and ``coco_gt`` raises.
 
     Raises:
         ValueError: a malformed annotation file (naming the file and the entry), or missing image
@@ -166,6 +204,7 @@ class CocoDetection(DetectionDataset):
         *,
         skip_bad_images: bool = False,
         verify_images: bool = False,
+        keep_coco_gt: bool = True,
     ) -> None:
         images_dir, ann_file = Path(images_dir), Path(ann_file)
         data = _read_json(ann_file)
@@ -174,57 +213,64 @@ class CocoDetection(DetectionDataset):
         self.category_names = [c["name"] for c in categories]
         self.label_to_category_id = [-1] + [c["id"] for c in categories]
         label_of = {c["id"]: label for label, c in enumerate(categories, start=1)}
-        anns_per_image = _check_annotations(
-            data["annotations"], {img["id"] for img in images}, set(label_of), ann_file
-        )
+        index_of = {image["id"]: i for i, image in enumerate(images)}
+        _check_annotations(data["annotations"], set(index_of), set(label_of), ann_file)
+        anns = _AnnotationArrays.build(data["annotations"], index_of, label_of)
         paths = [images_dir / img["file_name"] for img in images]
-        exists = find_missing_files(paths, what=str(ann_file), skip=skip_bad_images)
-
-        self.stats = dict.fromkeys(
-            ("images", "annotations", "crowd_excluded", "boxes_clipped", "boxes_dropped_empty",
-             "images_without_boxes", "missing_images_skipped", "undecodable_images_skipped"), 0)
-        records, kept_images, kept_anns = [], [], []
-        for image, path, ok in zip(images, paths, exists, strict=True):
-            if not ok:
-                self.stats["missing_images_skipped"] += 1
-                continue
-            size_hw = (int(image["height"]), int(image["width"]))
-            if verify_images and not decodes(path, size_hw, skip=skip_bad_images):
-                self.stats["undecodable_images_skipped"] += 1
-                continue
-            anns = anns_per_image.get(image["id"], [])
-            records.append(self._record(image, path, anns, label_of))
-            kept_images.append(image)
-            kept_anns.extend(anns)
-        self._coco_gt_dataset = {
-            **{k: v for k, v in data.items() if k in ("info", "licenses")},
-            "images": kept_images,
-            "annotations": kept_anns,
-            "categories": data["categories"],
-        }
-        self._init_records(records, transforms, skip_bad_images=skip_bad_images,
+        kept = self._kept_images(images, paths, skip_bad_images, verify_images, ann_file)
+        self.records = self._records(images, paths, kept, anns)
+        if keep_coco_gt:
+            self._coco_gt_dataset = {
+                **{k: v for k, v in data.items() if k in ("info", "licenses")},
+                "images": [image for image, ok in zip(images, kept, strict=True) if ok],
+                "annotations": [a for a, ok in zip(data["annotations"], kept[anns.image_index],
+                                                   strict=True) if ok],
+                "categories": data["categories"],
+            }
+        else:
+            self._coco_gt_dataset = None
+        self._init_records(self.records, transforms, skip_bad_images=skip_bad_images,
                            verify_images=verify_images, source=ann_file)
         self._log_stats()
 
-    def _record(
-        self,
-        image: dict[str, Any],
-        path: Path,
-        anns: list[dict[str, Any]],
-        label_of: dict[int, int],
-    ) -> ImageRecord:
-        """Training boxes of one image: crowd left out, clipped, empty ones dropped."""
-        height, width = int(image["height"]), int(image["width"])
-        crowd = [a for a in anns if a["iscrowd"] == 1]
-        objects = [a for a in anns if a["iscrowd"] != 1]
-        boxes_xywh = np.array([a["bbox"] for a in objects], np.float64).reshape(-1, 4)
-        labels = np.array([label_of[a["category_id"]] for a in objects], np.int64)
-        boxes_xyxy = np.concatenate([boxes_xywh[:, :2], boxes_xywh[:, :2] + boxes_xywh[:, 2:]], 1)
-        clipped, keep, changed = clip_boxes_xyxy(boxes_xyxy, height, width)
-        self.stats["images"] += 1
-        self.stats["annotations"] += len(anns)
-        self.stats["crowd_excluded"] += len(crowd)
-        self.stats["boxes_clipped"] += int(changed.sum())
-        self.stats["boxes_dropped_empty"] += int((~keep).sum())
-        self.stats["images_without_boxes"] += int(not keep.any())
-        return ImageRecord(image["id"], path, height, width, clipped[keep], labels[keep])
+    def _kept_images(self, images: list[dict[str, Any]], paths: list[Path], skip: bool,
+                     verify: bool, ann_file: Path) -> np.ndarray:
+        """``bool [N]``: the images whose file exists (and decodes, with ``verify``); sets
+        ``stats`` with the skipped counts."""
+        self.stats = dict.fromkeys(
+            ("images", "annotations", "crowd_excluded", "boxes_clipped", "boxes_dropped_empty",
+             "images_without_boxes", "missing_images_skipped", "undecodable_images_skipped"), 0)
+        kept = np.array(find_missing_files(paths, what=str(ann_file), skip=skip), bool)
+        self.stats["missing_images_skipped"] = int((~kept).sum())
+        if verify:
+            for i in np.flatnonzero(kept):
+                size_hw = (int(images[i]["height"]), int(images[i]["width"]))
+                if not decodes(paths[i], size_hw, skip=skip):
+                    kept[i] = False
+                    self.stats["undecodable_images_skipped"] += 1
+        return kept
+
+    def _records(self, images: list[dict[str, Any]], paths: list[Path], kept: np.ndarray,
+                 anns: _AnnotationArrays) -> RecordArrays:
+        """Training boxes of the kept images: crowd left out, clipped, empty ones dropped; all
+        images at once (a loop over 118k images would cost seconds)."""
+        heights = np.array([int(image["height"]) for image in images], np.int64)
+        widths = np.array([int(image["width"]) for image in images], np.int64)
+        of_kept = kept[anns.image_index]
+        objects = of_kept & ~anns.crowd
+        image_index = anns.image_index[objects]
+        clipped, keep, changed = clip_boxes_xyxy(
+            anns.boxes_xyxy[objects], heights[image_index, None], widths[image_index, None])
+        # record order = image order; boxes of an image keep their file order (stable sort)
+        record_of = (np.cumsum(kept) - 1)[image_index[keep]]
+        order = np.argsort(record_of, kind="stable")
+        counts = np.bincount(record_of, minlength=int(kept.sum()))
+        self.stats.update(
+            images=int(kept.sum()), annotations=int(of_kept.sum()),
+            crowd_excluded=int((of_kept & anns.crowd).sum()), boxes_clipped=int(changed.sum()),
+            boxes_dropped_empty=int((~keep).sum()), images_without_boxes=int((counts == 0).sum()))
+        return RecordArrays(
+            image_ids=np.array([image["id"] for image in images], np.int64)[kept],
+            heights=heights[kept], widths=widths[kept], box_counts=counts,
+            boxes_xyxy=clipped[keep][order], labels=anns.labels[objects][keep][order],
+            paths=[path for path, ok in zip(paths, kept, strict=True) if ok])

@@ -14,9 +14,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from lightning.pytorch.trainer.states import TrainerFn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Subset as IndexSubset
 
 from detkit.data import synthetic
 from detkit.data.base import DetectionDataset, Transform, collate
@@ -29,6 +32,20 @@ Subset = Literal["train", "val"]
 
 # Where format="synthetic" generates its set when `root` is not given.
 SYNTHETIC_ROOT = "data/synthetic"
+
+# Seed of the validation subset drawn for `val_max_images`: fixed, so every validation of a run
+# (and every run of a comparison) scores the same images.
+VAL_SUBSET_SEED = 0
+
+
+def val_subset_indices(num_images: int, max_images: int, seed: int = VAL_SUBSET_SEED
+                       ) -> list[int]:
+    """``min(max_images, num_images)`` distinct indices in ``0..num_images-1``, sorted, drawn
+    with ``seed`` (the same for the same arguments)."""
+    if max_images >= num_images:
+        return list(range(num_images))
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(num_images, size=max_images, replace=False))
 
 
 @dataclass(frozen=True)
@@ -72,9 +89,10 @@ class DatasetFormat:
 
 
 def _build_coco(args: Mapping[str, Any], subset: Subset, options: BuildOptions) -> CocoDetection:
+    # only the evaluated split keeps the annotation dicts coco_gt is built from (memory)
     return CocoDetection(args[f"{subset}_images"], args[f"{subset}_ann"], options.transforms,
                          skip_bad_images=options.skip_bad_images,
-                         verify_images=options.verify_images)
+                         verify_images=options.verify_images, keep_coco_gt=subset == "val")
 
 
 def _build_voc(args: Mapping[str, Any], subset: Subset, options: BuildOptions) -> VocDetection:
@@ -148,6 +166,11 @@ class DetectionDataModule(LightningDataModule):
             serves the next image in place of an undecodable one; validation decodes every image
             at setup and leaves the bad ones out of predictions and ground truth alike (counted
             in :attr:`val_images_skipped`).
+        val_max_images: validation on a budget: the validations run DURING fit score a fixed
+            subset of this many images (drawn once with :data:`VAL_SUBSET_SEED`, the same in
+            every validation and run); ``trainer.validate`` (the evaluation that ends
+            ``detkit.engine.cli.train``, and ``tools/eval.py``) always scores the whole set.
+            None: always the whole set.
 
     Raises:
         ValueError: an unknown format (valid ones listed), arguments the format needs are
@@ -178,6 +201,7 @@ class DetectionDataModule(LightningDataModule):
         crop_border: float = 0.0,
         min_visibility: float = 0.3,
         skip_bad_images: bool = False,
+        val_max_images: int | None = None,
     ) -> None:
         super().__init__()
         self.format = format
@@ -191,6 +215,7 @@ class DetectionDataModule(LightningDataModule):
                              "color_jitter": color_jitter, "crop_border": crop_border,
                              "min_visibility": min_visibility}
         self.skip_bad_images = skip_bad_images
+        self.val_max_images = val_max_images
         self.train_dataset: DetectionDataset | None = None
         self.val_dataset: DetectionDataset | None = None
         self._prepared_args: dict[str, Any] | None = None
@@ -218,6 +243,12 @@ class DetectionDataModule(LightningDataModule):
         if self.batch_size < 1 or self.num_workers < 0:
             raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {self.batch_size}, "
                              f"{self.num_workers}")
+        if self.val_max_images is not None and (
+            isinstance(self.val_max_images, bool) or not isinstance(self.val_max_images, int)
+            or self.val_max_images < 1
+        ):
+            raise ValueError(f"val_max_images must be None or an integer >= 1, got "
+                             f"{self.val_max_images!r}")
 
     @property
     def extra_metrics(self) -> tuple[str, ...]:
@@ -278,7 +309,7 @@ class DetectionDataModule(LightningDataModule):
         """Training on no images or on negatives only would run and learn nothing."""
         if len(train) == 0:
             raise ValueError(f"the training set {train.source} has no images")
-        if not any(len(record.boxes_xyxy) for record in train.records):
+        if not train.records.box_offsets[-1]:
             raise ValueError(f"the training set {train.source} has {len(train)} images but no "
                              "object boxes to train on")
 
@@ -314,7 +345,7 @@ class DetectionDataModule(LightningDataModule):
     def label_to_category_id(self) -> list[int]:
         return self._dataset().label_to_category_id
 
-    def _loader(self, dataset: DetectionDataset, *, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, *, shuffle: bool) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
         return DataLoader(
             dataset,
@@ -338,7 +369,20 @@ class DetectionDataModule(LightningDataModule):
         return self._loader(self.train_dataset, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        """Validation batches in dataset order (eval transforms: resize + normalise only)."""
+        """Validation batches in dataset order (eval transforms: resize + normalise only): the
+        :meth:`val_subset` while fitting, else the whole set."""
         if self.val_dataset is None:
             raise RuntimeError("call setup() before val_dataloader()")
-        return self._loader(self.val_dataset, shuffle=False)
+        fitting = self.trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        dataset = self.val_subset() if fitting else self.val_dataset
+        return self._loader(dataset, shuffle=False)
+
+    def val_subset(self) -> Dataset:
+        """What validations during fit score: ``val_dataset`` itself, or with
+        ``val_max_images`` a fixed :class:`~torch.utils.data.Subset` of it (dataset order)."""
+        if self.val_dataset is None:
+            raise RuntimeError("call setup() before val_subset()")
+        if self.val_max_images is None or self.val_max_images >= len(self.val_dataset):
+            return self.val_dataset
+        return IndexSubset(self.val_dataset,
+                           val_subset_indices(len(self.val_dataset), self.val_max_images))

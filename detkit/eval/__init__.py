@@ -7,7 +7,7 @@ from detkit.eval.coco import (
     evaluate_detections,
     to_coco_results,
 )
-from detkit.eval.groundtruth import build_coco_gt, complete_annotations
+from detkit.eval.groundtruth import build_coco_gt, check_annotation_ids, complete_annotations
 from detkit.eval.metrics import (
     COCO_STAT_KEYS,
     METRICS,
@@ -26,6 +26,7 @@ __all__ = [
     "METRICS",
     "Metric",
     "build_coco_gt",
+    "check_annotation_ids",
     "complete_annotations",
     "detections_to_coco_results",
     "evaluate_detections",

@@ -21,6 +21,28 @@ def _name(index: int, ann: dict[str, Any]) -> str:
     return f"annotations[{index}] (id {ann['id']!r})" if "id" in ann else f"annotations[{index}]"
 
 
+def check_annotation_ids(annotations: list[dict[str, Any]]) -> int:
+    """Check the given annotation ids (missing ones are allowed) without copying anything.
+
+    Returns:
+        The largest given id (0 when none is given).
+
+    Raises:
+        ValueError: naming the annotation, for a repeated id or an id below 1.
+    """
+    used: set[int] = set()
+    for index, ann in enumerate(annotations):
+        if ann.get("id") is None:
+            continue
+        if ann["id"] in used:
+            raise ValueError(f"{_name(index, ann)} repeats an annotation id")
+        if ann["id"] <= 0:
+            raise ValueError(f"{_name(index, ann)}: annotation ids must be >= 1 (COCOeval "
+                             "treats id 0 as 'no match')")
+        used.add(ann["id"])
+    return max(used, default=0)
+
+
 def complete_annotations(annotations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Copies of ``annotations`` with what COCOeval needs filled in.
 
@@ -37,17 +59,7 @@ def complete_annotations(annotations: list[dict[str, Any]]) -> list[dict[str, An
     Raises:
         ValueError: naming the annotation, for a repeated id or an id below 1.
     """
-    used: set[int] = set()
-    for index, ann in enumerate(annotations):
-        if ann.get("id") is None:
-            continue
-        if ann["id"] in used:
-            raise ValueError(f"{_name(index, ann)} repeats an annotation id")
-        if ann["id"] <= 0:
-            raise ValueError(f"{_name(index, ann)}: annotation ids must be >= 1 (COCOeval "
-                             "treats id 0 as 'no match')")
-        used.add(ann["id"])
-    next_id = max(used, default=0) + 1
+    next_id = check_annotation_ids(annotations) + 1
     completed = []
     for ann in annotations:
         ann = dict(ann)

@@ -155,6 +155,9 @@ MALFORMED = {
     "no_annotations": (lambda d: d.pop("annotations"), "annotations"),
     "no_categories": (lambda d: d.pop("categories"), "categories"),
     "image_without_file_name": (lambda d: d["images"][0].pop("file_name"), "images[0] (id 1)"),
+    "repeated_annotation_id": (lambda d: d["annotations"][1].update(id=5),
+                               "annotations[1] (id 5) repeats an annotation id"),
+    "annotation_id_zero": (lambda d: d["annotations"][1].update(id=0), "annotations[1] (id 0)"),
 }
 
 

@@ -1,8 +1,11 @@
+import lightning.pytorch as L
 import pytest
 import torch
 from lightning.pytorch import seed_everything
+from lightning.pytorch.trainer.states import TrainerFn
 
 from detkit.data import DetectionDataModule
+from detkit.data.datamodule import val_subset_indices
 from detkit.data.synthetic import CATEGORY_NAMES, SceneSpec, SyntheticSpec, ensure_dataset
 from tests.data.helpers import flat_voc, small_coco
 
@@ -116,3 +119,30 @@ def test_seeded_runs_repeat_their_augmentation(tmp_path, num_workers):
     by_id = dict(first)
     assert any(by_id[i].shape != image.shape or not torch.equal(by_id[i], image)
                for i, image in other)
+
+
+def test_val_max_images_scores_a_fixed_subset_while_fitting_and_all_otherwise(tmp_path):
+    dm = _coco_module(tmp_path, val_max_images=2)
+    dm.setup("fit")
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    dm.trainer = trainer
+    expected = val_subset_indices(4, 2)
+    assert expected == val_subset_indices(4, 2) and len(set(expected)) == 2
+    assert expected == sorted(expected) and set(expected) <= {0, 1, 2, 3}
+    trainer.state.fn = TrainerFn.FITTING
+    fit_ids = [t["image_id"] for _, targets in dm.val_dataloader() for t in targets]
+    assert fit_ids == [dm.val_dataset.image_ids[i] for i in expected]
+    trainer.state.fn = TrainerFn.VALIDATING  # trainer.validate: the final / tools/eval.py run
+    all_ids = [t["image_id"] for _, targets in dm.val_dataloader() for t in targets]
+    assert all_ids == dm.val_dataset.image_ids == [1, 2, 3, 4]
+    assert val_subset_indices(4, 9) == [0, 1, 2, 3]
+    # the train set keeps no annotation dicts; the val set builds coco_gt
+    assert dm.train_dataset._coco_gt_dataset is None
+    assert dm.val_dataset.coco_gt.getImgIds() == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True])
+def test_val_max_images_rejects_non_positive_integers(tmp_path, value):
+    with pytest.raises(ValueError, match=f"val_max_images must be None or an integer >= 1, "
+                       f"got {value!r}"):
+        _coco_module(tmp_path, val_max_images=value)
