@@ -64,7 +64,9 @@ def test_toy_extractor_trains_predicts_compares_and_is_drawn(tmp_path, monkeypat
     layout = bin_layout(module.model, image, box)
     shift = torch.tensor([0.5 * 20.0, 0.0, 0.5 * 20.0, 0.0])
     torch.testing.assert_close(layout.after, layout.before + shift)
-    written = visualize([*data, *model_args, "--ckpt", checkpoint, "--out", str(tmp_path / "viz"),
+    # the command line describes the checkpoint's model (visualize refuses one that differs)
+    written = visualize([*data, *model_args, "--model.roi_extractor_args", '{"shift": 0.5}',
+                         "--ckpt", checkpoint, "--out", str(tmp_path / "viz"),
                          "--num_images", "1", "--score_thresh", "0.0"])
     offsets = [p for p in written if p.name.endswith("_offsets.png")]
     assert len(written) == 2 and len(offsets) == 1
