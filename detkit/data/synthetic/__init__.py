@@ -49,6 +49,12 @@ Modules, each one concern:
 * :mod:`~detkit.data.synthetic.files`: splits on disk, reuse by ``spec.json``, statistics.
 """
 
+from detkit.data.synthetic.factors import (
+    FACTORS,
+    PRESETS,
+    SyntheticFactors,
+    factor_settings,
+)
 from detkit.data.synthetic.files import (
     FORMAT_VERSION,
     SPEC_FILE,
@@ -74,15 +80,19 @@ from detkit.data.synthetic.spec import (
 __all__ = [
     "BUCKET_EDGES",
     "CATEGORY_NAMES",
+    "FACTORS",
     "FORMAT_VERSION",
+    "PRESETS",
     "SIZE_BUCKETS",
     "SPEC_FILE",
     "SPLITS",
     "SceneSpec",
+    "SyntheticFactors",
     "SyntheticSpec",
     "dataset_paths",
     "dataset_statistics",
     "ensure_dataset",
+    "factor_settings",
     "format_statistics",
     "generate_split",
     "image_id",
