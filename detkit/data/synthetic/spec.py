@@ -39,7 +39,8 @@ class Deformation:
 
 @dataclass(frozen=True)
 class SceneSpec:
-    """What one image contains. Every field changes the images.
+    """What one image contains. Every field changes the images. The factor tables of
+    :mod:`~detkit.data.synthetic.factors` set these fields by name, one group per factor.
 
     Args:
         max_objects: objects per image are drawn uniformly from ``1..max_objects`` (fewer remain
@@ -109,6 +110,8 @@ class SceneSpec:
 @dataclass(frozen=True)
 class SyntheticSpec:
     """What to generate. Every field changes the images; ``spec.json`` records them all.
+    The defaults are the ``hard`` preset's numbers (:mod:`~detkit.data.synthetic.factors`
+    names study sets; :meth:`SyntheticFactors.spec` builds theirs).
 
     COCO's size buckets are absolute pixel areas: the even balance holds at ``image_size`` 256
     and above; in much smaller images large objects stop fitting and small ones dominate.
