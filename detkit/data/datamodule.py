@@ -25,13 +25,16 @@ from detkit.data import synthetic
 from detkit.data.base import DetectionDataset, Transform, collate
 from detkit.data.coco import CocoDetection
 from detkit.data.samplers import EpochSeededSampler
+from detkit.data.synthetic import SyntheticFactors
 from detkit.data.transforms import eval_transforms, seed_transforms, seed_worker, train_transforms
 from detkit.data.voc import VocDetection
 
 Subset = Literal["train", "val"]
 
-# Where format="synthetic" generates its set when `root` is not given.
+# Where format="synthetic" generates its sets when `root` is not given: one folder per spec,
+# SYNTHETIC_ROOT/<SyntheticFactors.folder_name()>, so sets of different factors never collide.
 SYNTHETIC_ROOT = "data/synthetic"
+_DEFAULT_FACTORS = SyntheticFactors()
 
 # Seed of the validation subset drawn for `val_max_images`: fixed, so every validation of a run
 # (and every run of a comparison) scores the same images.
@@ -109,8 +112,16 @@ def _check_voc(args: Mapping[str, Any]) -> None:
 
 
 def _prepare_synthetic(args: Mapping[str, Any]) -> dict[str, Any]:
-    """Generate the built-in set (or reuse it); its COCO files for every split."""
-    return synthetic.ensure_dataset(Path(args["root"] or SYNTHETIC_ROOT))
+    """Generate the built-in set of ``args["synthetic"]`` (or reuse it); its COCO files for
+    every split. Without ``root`` it lives in ``SYNTHETIC_ROOT/<folder_name()>`` and must match
+    the factors; a given ``root`` with the default factors reuses any set found there."""
+    factors = args["synthetic"]
+    if args["root"] is None:
+        root = Path(SYNTHETIC_ROOT) / factors.folder_name()
+    else:
+        root = Path(args["root"])
+    reuse_any = args["root"] is not None and factors == _DEFAULT_FACTORS
+    return synthetic.ensure_dataset(root, factors.spec(), reuse_any=reuse_any)
 
 
 _COCO_ARGS = ("train_images", "train_ann", "val_images", "val_ann")
@@ -120,7 +131,7 @@ FORMATS: dict[str, DatasetFormat] = {
     "voc": DatasetFormat(
         args=("root", "train_split", "val_split", "split_ratio", "class_names"),
         required=("root",), build=_build_voc, check=_check_voc, extra_metrics=("voc",)),
-    "synthetic": DatasetFormat(args=("root",), required=(), build=_build_coco,
+    "synthetic": DatasetFormat(args=("root", "synthetic"), required=(), build=_build_coco,
                                prepare=_prepare_synthetic),
 }
 """Every dataset format by the name ``--data.format`` takes."""
@@ -150,10 +161,14 @@ class DetectionDataModule(LightningDataModule):
         format: a name in :data:`FORMATS`: ``"coco"`` (needs ``train_images``, ``train_ann``,
             ``val_images``, ``val_ann``), ``"voc"`` (needs ``root``; ``train_split``/
             ``val_split`` name split files, or both None to split by ``split_ratio``) or
-            ``"synthetic"`` (the built-in set, generated under ``root``, default
-            ``SYNTHETIC_ROOT``).
+            ``"synthetic"`` (the built-in set of ``synthetic``'s factors, generated under
+            ``root``, default ``SYNTHETIC_ROOT/<synthetic.folder_name()>``).
         train_images, train_ann, val_images, val_ann: COCO image folders and JSON files.
-        root: VOC dataset folder, or where the synthetic set lives.
+        root: VOC dataset folder, or where the synthetic set lives (given with the default
+            ``synthetic``, any synthetic set found there is used as is).
+        synthetic: the synthetic set's preset and factor settings
+            (:class:`~detkit.data.synthetic.SyntheticFactors`; CLI:
+            ``--data.synthetic.deformation none``).
         train_split, val_split: VOC split names (``root/ImageSets/Main/{name}.txt``).
         split_ratio: VOC train fraction when there are no split files.
         class_names: VOC class names in label order (None: every name found, sorted).
@@ -187,6 +202,7 @@ class DetectionDataModule(LightningDataModule):
         val_images: str | None = None,
         val_ann: str | None = None,
         root: str | None = None,
+        synthetic: SyntheticFactors = _DEFAULT_FACTORS,
         train_split: str | None = None,
         val_split: str | None = None,
         split_ratio: float = 0.8,
@@ -207,7 +223,8 @@ class DetectionDataModule(LightningDataModule):
         self.format = format
         self.format_args: dict[str, Any] = dict(
             train_images=train_images, train_ann=train_ann, val_images=val_images,
-            val_ann=val_ann, root=root, train_split=train_split, val_split=val_split,
+            val_ann=val_ann, root=root, synthetic=synthetic, train_split=train_split,
+            val_split=val_split,
             split_ratio=split_ratio, class_names=class_names)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.min_size, self.max_size = min_size, max_size

@@ -152,8 +152,10 @@ def test_invalid_specs_are_refused(kwargs):
         SyntheticSpec(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs", [{"min_object_size": 40}, {"max_object_size": 90},
-                                    {"min_visibility": 0}, {"max_aspect": 0.5}])
+@pytest.mark.parametrize("kwargs", [{"min_object_size": 0.5},
+                                    {"min_object_size": 50, "max_object_size": 40},
+                                    {"background_contrast": -1}, {"min_visibility": 0},
+                                    {"max_aspect": 0.5}])
 def test_invalid_scenes_are_refused(kwargs):
     with pytest.raises(ValueError, match="invalid SceneSpec"):
         SceneSpec(**kwargs)
@@ -163,8 +165,8 @@ def test_spec_record_is_flat_in_field_order_and_round_trips():
     record = TINY.record()
     assert list(record) == [
         "seed", "image_size", "train_images", "val_images", "test_images", "max_objects",
-        "min_object_size", "max_object_size", "max_distractors", "max_aspect", "max_shear",
-        "elastic_strength", "min_visibility", "jpeg_quality"]  # as spec.json has always had
+        "min_object_size", "max_object_size", "max_distractors", "background_contrast",
+        "max_aspect", "max_shear", "elastic_strength", "min_visibility", "jpeg_quality"]
     assert record["max_objects"] == 3 and record["seed"] == 3
     assert SyntheticSpec.from_record(record) == TINY
     assert [name for name, _, _ in spec_fields()] == list(record)

@@ -1,6 +1,13 @@
-"""The built-in synthetic detection set: deformed shapes on cluttered backgrounds, COCO format.
+"""The built-in synthetic detection set: shapes on (optionally) cluttered backgrounds, COCO format.
 
-It is made to separate RoI feature extractors:
+Study sets are named by a preset and factor settings (:class:`SyntheticFactors`, see
+:mod:`~detkit.data.synthetic.factors`): ``deformation``, ``scale_range``, ``clutter`` and
+``occlusion`` each change one property while the rest is held. Preset ``default`` (plain shapes,
+COCO's three buckets, low clutter and occlusion, 2000 training images) is learnable in a CPU
+quickstart; preset ``hard`` is the original set described below (strong deformation, high
+clutter and occlusion: the numbers of :class:`SyntheticSpec`'s defaults).
+
+The hard set is made to separate RoI feature extractors:
 
 * **Sizes** span COCO's three buckets in about equal numbers: the bucket (small ``area < 32²``,
   medium ``32² <= area < 96²``, large ``area >= 96²``) is drawn first, then the object's
@@ -32,13 +39,17 @@ Everything is deterministic by ``spec.seed``: each image draws from its own
 ``numpy.random.Generator`` seeded by ``(seed, split, index)``, so an image does not depend on the
 order of generation nor on the other splits' sizes.
 
-The default spec (seed 0; 1200/200/200 images of 256 px) gives 5525 objects (3.5 per image, no
-image without objects): small 34%, medium 34%, large 32% overall and in every split (train
-1431/1399/1329), 640..735 objects per class in train; about 30 s on one CPU core, 34 MB of JPEGs
+The hard set (the default spec: seed 0; 1200/200/200 images of 256 px) gives 5525 objects (3.5
+per image, no image without objects): small 34%, medium 34%, large 32% overall and in every split
+(train 1431/1399/1329), 640..735 objects per class in train; about 30 s on one CPU core, 34 MB of
+JPEGs. The ``default`` preset gives 6535 training objects (3.3 per image): small 35%, medium 33%,
+large 31%, 1056..1154 per class; 45 MB for its 2400 images
 (``python tools/make_dataset.py`` prints these statistics).
 
 Modules, each one concern:
 
+* :mod:`~detkit.data.synthetic.factors`: the factor tables, presets and
+  :class:`SyntheticFactors` (a study set by name, and the folder it lives in).
 * :mod:`~detkit.data.synthetic.spec`: categories, splits, size buckets, :class:`SceneSpec`
   (what an image contains) and :class:`SyntheticSpec` (the set around it).
 * :mod:`~detkit.data.synthetic.shapes`: the category polygons and per-instance deformation.
@@ -49,6 +60,12 @@ Modules, each one concern:
 * :mod:`~detkit.data.synthetic.files`: splits on disk, reuse by ``spec.json``, statistics.
 """
 
+from detkit.data.synthetic.factors import (
+    FACTORS,
+    PRESETS,
+    SyntheticFactors,
+    factor_settings,
+)
 from detkit.data.synthetic.files import (
     FORMAT_VERSION,
     SPEC_FILE,
@@ -74,15 +91,19 @@ from detkit.data.synthetic.spec import (
 __all__ = [
     "BUCKET_EDGES",
     "CATEGORY_NAMES",
+    "FACTORS",
     "FORMAT_VERSION",
+    "PRESETS",
     "SIZE_BUCKETS",
     "SPEC_FILE",
     "SPLITS",
     "SceneSpec",
+    "SyntheticFactors",
     "SyntheticSpec",
     "dataset_paths",
     "dataset_statistics",
     "ensure_dataset",
+    "factor_settings",
     "format_statistics",
     "generate_split",
     "image_id",

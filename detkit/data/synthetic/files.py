@@ -16,6 +16,7 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
+from detkit.data.synthetic.factors import factor_settings
 from detkit.data.synthetic.scenes import render_image
 from detkit.data.synthetic.spec import (
     CATEGORY_NAMES,
@@ -61,8 +62,7 @@ def generate_split(
         for annotation in image_annotations:
             annotations.append({"id": len(annotations) + 1, "image_id": images[-1]["id"],
                                 **annotation})
-    info = {"description": f"detkit synthetic shapes, {split} split",
-            "format_version": FORMAT_VERSION, "spec": spec.record()}
+    info = {"description": f"detkit synthetic shapes, {split} split", **_spec_record(spec)}
     return {"info": info, "licenses": [], "images": images, "annotations": annotations,
             "categories": _categories()}
 
@@ -78,7 +78,11 @@ def dataset_paths(root: str | Path) -> dict[str, str]:
 
 
 def _spec_record(spec: SyntheticSpec) -> dict[str, Any]:
-    return {"format_version": FORMAT_VERSION, "spec": spec.record()}
+    """What ``spec.json`` and the annotation files' ``info`` record: the format version, the
+    spec and its factors' setting names (:func:`~detkit.data.synthetic.factors.
+    factor_settings`)."""
+    return {"format_version": FORMAT_VERSION, "spec": spec.record(),
+            "factors": factor_settings(spec.scene)}
 
 
 def _read_spec_record(root: Path) -> dict[str, Any] | None:
@@ -130,7 +134,8 @@ def _generate(root: Path, spec: SyntheticSpec, progress: bool) -> None:
 
 
 def ensure_dataset(
-    root: str | Path, spec: SyntheticSpec | None = None, *, progress: bool = True
+    root: str | Path, spec: SyntheticSpec | None = None, *, progress: bool = True,
+    reuse_any: bool = False,
 ) -> dict[str, str]:
     """Generate the synthetic COCO-format set under ``root`` unless it is already there.
 
@@ -139,9 +144,11 @@ def ensure_dataset(
 
     Args:
         root: the set's folder; it must not exist, be empty, or hold a complete set.
-        spec: what to generate; None means the default :class:`SyntheticSpec` for a new set and
-            accepts any complete set of this :data:`FORMAT_VERSION` that ``root`` already holds
-            (so a set made by ``tools/make_dataset.py`` with other settings is used as is).
+        spec: what to generate; None means the default :class:`SyntheticSpec` (the ``hard``
+            preset's numbers) with ``reuse_any``.
+        reuse_any: accept any complete set of this :data:`FORMAT_VERSION` that ``root``
+            already holds (so a set made by ``tools/make_dataset.py`` with other settings is
+            used as is); ``spec`` is only what a new set gets.
         progress: when generating, say on stderr where the set goes, show a progress bar per
             split and the time taken (False: log at INFO only).
 
@@ -154,11 +161,13 @@ def ensure_dataset(
             incomplete set, or other files: nothing is overwritten.
     """
     root = Path(root)
-    wanted = _spec_record(spec if spec is not None else SyntheticSpec())
+    reuse_any = reuse_any or spec is None
+    spec = spec if spec is not None else SyntheticSpec()
+    wanted = _spec_record(spec)
     found = _read_spec_record(root)
     if found is not None:
         other_version = found.get("format_version") != FORMAT_VERSION
-        if other_version or (spec is not None and found != wanted):
+        if other_version or (not reuse_any and found != wanted):
             raise ValueError(f"{root} holds a synthetic set generated from {found}, not the "
                              f"requested {wanted}; choose another root or remove {root}")
         logger.info("synthetic set found at %s (%s), reusing it", root, found)
@@ -166,7 +175,6 @@ def ensure_dataset(
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ValueError(f"{root} exists and is not a synthetic set (no {SPEC_FILE}); choose an "
                          "empty or new folder for the synthetic set")
-    spec = spec if spec is not None else SyntheticSpec()
     total = sum(spec.num_images(split) for split in SPLITS)
     _say(f"generating the synthetic set ({total} images) into {root.resolve()}", progress)
     start = time.perf_counter()
@@ -184,9 +192,11 @@ def _say(message: str, on_stderr: bool) -> None:
 
 
 def dataset_statistics(paths: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Per split: ``images``, ``objects``, ``images_without_objects``, ``per_bucket`` (COCO size
-    bucket of the annotation ``area``) and ``per_class`` (by category name) counts, read from
-    the annotation files of :func:`ensure_dataset`'s ``paths``."""
+    """Per split: ``factors`` (each factor's setting name, from the annotation file's
+    ``info``; {} for files without), ``images``, ``objects``, ``images_without_objects``,
+    ``per_bucket`` (COCO size bucket of the annotation ``area``) and ``per_class`` (by
+    category name) counts, read from the annotation files of :func:`ensure_dataset`'s
+    ``paths``."""
     statistics = {}
     for split in SPLITS:
         if f"{split}_ann" not in paths:
@@ -201,6 +211,7 @@ def dataset_statistics(paths: dict[str, str]) -> dict[str, dict[str, Any]]:
             per_class[names[annotation["category_id"]]] += 1
         with_objects = {annotation["image_id"] for annotation in annotations}
         statistics[split] = {
+            "factors": coco.get("info", {}).get("factors", {}),
             "images": len(coco["images"]), "objects": len(annotations),
             "images_without_objects": len(coco["images"]) - len(with_objects),
             "per_bucket": per_bucket, "per_class": per_class,
@@ -211,6 +222,9 @@ def dataset_statistics(paths: dict[str, str]) -> dict[str, dict[str, Any]]:
 def format_statistics(statistics: dict[str, dict[str, Any]]) -> str:
     """:func:`dataset_statistics` as a small text table (counts and bucket shares)."""
     lines = []
+    factors = next((stats["factors"] for stats in statistics.values() if stats["factors"]), {})
+    if factors:
+        lines.append("factors: " + ", ".join(f"{name} {value}" for name, value in factors.items()))
     for split, stats in statistics.items():
         total = max(stats["objects"], 1)
         buckets = ", ".join(f"{name} {count} ({100 * count / total:.0f}%)"

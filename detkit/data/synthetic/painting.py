@@ -6,10 +6,11 @@ import cv2
 import numpy as np
 
 
-def background(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A textured background ``float32 [size, size, 3]``: two nearby colours mixed by a pattern."""
+def background(size: int, contrast: float, rng: np.random.Generator) -> np.ndarray:
+    """A textured background ``float32 [size, size, 3]``: two nearby colours (the second
+    ``contrast`` RGB levels std away; 0: one plain colour) mixed by a pattern."""
     color_a = rng.uniform(0, 255, 3)
-    color_b = (color_a + rng.normal(0, 55, 3)).clip(0, 255)
+    color_b = (color_a + rng.normal(0, contrast, 3)).clip(0, 255)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
     angle = rng.uniform(0, np.pi)
     along = xs * np.cos(angle) + ys * np.sin(angle)

@@ -17,10 +17,15 @@ from detkit.data.synthetic.spec import (
     CATEGORY_NAMES,
     SIZE_BUCKETS,
     SPLITS,
+    Deformation,
     SceneSpec,
     SyntheticSpec,
     size_bucket,
 )
+
+# Distractor blobs are always deformed this much (the hard set's ranges), whatever the objects'
+# deformation: the deformation factor changes the objects only, not the clutter.
+BLOB_DEFORMATION = Deformation(max_aspect=1.6, max_shear=0.35, elastic_strength=0.15)
 
 
 def image_rng(spec: SyntheticSpec, split: str, index: int) -> np.random.Generator:
@@ -112,7 +117,7 @@ def _distractor_alpha(
 ) -> np.ndarray | None:
     """A blob (half the time) or a stroke that the placed ``objects`` tolerate, or None."""
     if rng.random() < 0.5:
-        shape = random_shape(blob_fills(rng), scene, rng)
+        shape = random_shape(blob_fills(rng), BLOB_DEFORMATION, rng)
         side = rng.uniform(8, 0.3 * size)
         return _place(render_sized(shape, side, (0, np.inf)), objects, scene, size, rng)
     for _ in range(4):
@@ -125,11 +130,11 @@ def _distractor_alpha(
 def _sample_objects(scene: SceneSpec, rng: np.random.Generator) -> list[tuple[int, str, float]]:
     """``(category_id, bucket, sqrt-area side)`` for each object, largest first (painter's
     order: large objects at the back, so small ones occlude them and not the reverse)."""
-    bounds = {"small": (scene.min_object_size, BUCKET_EDGES[0]),
-              "medium": BUCKET_EDGES, "large": (BUCKET_EDGES[1], scene.max_object_size)}
+    bounds = scene.size_bounds()
+    buckets = list(bounds)
     drawn = []
     for _ in range(int(rng.integers(1, scene.max_objects + 1))):
-        bucket = SIZE_BUCKETS[int(rng.integers(3))]
+        bucket = buckets[int(rng.integers(len(buckets)))]
         side = rng.uniform(*bounds[bucket])
         drawn.append((int(rng.integers(len(CATEGORY_NAMES))) + 1, bucket, float(side)))
     return sorted(drawn, key=lambda item: -item[2])
@@ -158,7 +163,8 @@ def _add_objects(
     objects: list[_Object] = []
     for category_id, bucket, side in _sample_objects(scene, rng):
         fills = category_fills(CATEGORY_NAMES[category_id - 1], rng)
-        crop = render_sized(random_shape(fills, scene, rng), side, _bucket_bounds(bucket))
+        crop = render_sized(random_shape(fills, scene.deformation, rng), side,
+                            _bucket_bounds(bucket))
         alpha = _place(crop, objects, scene, len(image), rng, bucket=bucket)
         if alpha is not None:
             _occlude(image, objects, alpha, rng)
@@ -197,7 +203,7 @@ def render_image(
     """
     rng = image_rng(spec, split, index)
     scene, size = spec.scene, spec.image_size
-    image = background(size, rng)
+    image = background(size, scene.background_contrast, rng)
     num_distractors = int(rng.integers(0, scene.max_distractors + 1))
     num_under = int(rng.integers(0, num_distractors + 1))
     for _ in range(num_under):

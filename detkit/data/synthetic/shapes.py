@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from detkit.data.synthetic.spec import CATEGORY_NAMES, SceneSpec
+from detkit.data.synthetic.spec import CATEGORY_NAMES, Deformation
 
 Fills = list[tuple[np.ndarray, int]]
 """Polygons ``float [N, 2]`` (x, y) with the value (1 adds, 0 cuts) they are filled with."""
@@ -91,19 +91,23 @@ class Shape:
     warp: np.ndarray
 
 
-def _random_linear(scene: SceneSpec, rng: np.random.Generator) -> np.ndarray:
+def _random_linear(deformation: Deformation, rng: np.random.Generator) -> np.ndarray:
     """Rotation @ shear @ aspect change, a ``[2, 2]`` matrix of determinant 1."""
-    aspect = np.exp(rng.uniform(-1, 1) * np.log(scene.max_aspect))
+    aspect = np.exp(rng.uniform(-1, 1) * np.log(deformation.max_aspect))
     scale = np.diag([np.sqrt(aspect), 1 / np.sqrt(aspect)])
-    shear = np.array([[1.0, rng.uniform(-scene.max_shear, scene.max_shear)], [0.0, 1.0]])
+    shear_factor = rng.uniform(-deformation.max_shear, deformation.max_shear)
+    shear = np.array([[1.0, shear_factor], [0.0, 1.0]])
     angle = rng.uniform(0, 2 * np.pi)
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     return rotation @ shear @ scale
 
 
-def random_shape(fills: Fills, scene: SceneSpec, rng: np.random.Generator) -> Shape:
-    """``fills`` with this instance's deformation drawn from ``scene``'s ranges: an elastic
-    grid of 3..5 nodes a side, then aspect, shear and rotation."""
+def random_shape(fills: Fills, deformation: Deformation, rng: np.random.Generator) -> Shape:
+    """``fills`` with this instance's deformation drawn from ``deformation``'s ranges: an
+    elastic grid of 3..5 nodes a side, then aspect, shear and rotation.
+
+    The same random numbers are drawn whatever the ranges (they only scale them), so a set
+    that differs in deformation alone draws the same scene otherwise."""
     grid = int(rng.integers(3, 6))
-    warp = rng.uniform(-1, 1, (grid, grid, 2)) * scene.elastic_strength
-    return Shape(fills, _random_linear(scene, rng), warp.astype(np.float32))
+    warp = rng.uniform(-1, 1, (grid, grid, 2)) * deformation.elastic_strength
+    return Shape(fills, _random_linear(deformation, rng), warp.astype(np.float32))

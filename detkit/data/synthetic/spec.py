@@ -21,15 +21,37 @@ BUCKET_EDGES = (32.0, 96.0)
 
 
 @dataclass(frozen=True)
+class Deformation:
+    """Ranges of an instance's random deformation (see :func:`~detkit.data.synthetic.shapes.
+    random_shape`); all zero-effect values (1, 0, 0) leave the canonical shape, only rotated.
+
+    Attributes:
+        max_aspect: aspect change factor drawn log-uniformly from ``[1/max, max]``.
+        max_shear: shear factor drawn uniformly from ``[-max, max]``.
+        elastic_strength: largest elastic displacement at a grid node, as a fraction of the
+            shape's radius.
+    """
+
+    max_aspect: float
+    max_shear: float
+    elastic_strength: float
+
+
+@dataclass(frozen=True)
 class SceneSpec:
-    """What one image contains. Every field changes the images.
+    """What one image contains. Every field changes the images. The factor tables of
+    :mod:`~detkit.data.synthetic.factors` set these fields by name, one group per factor.
 
     Args:
         max_objects: objects per image are drawn uniformly from ``1..max_objects`` (fewer remain
             when a placement fails; an image without objects is a negative).
-        min_object_size, max_object_size: sqrt(area) range in pixels that the small and large
-            buckets are drawn from (the medium bucket is COCO's 32..96).
+        min_object_size, max_object_size: sqrt(area) range in pixels. The bucket is drawn
+            uniformly among COCO's buckets that overlap it, then the side uniformly in the
+            overlap (10..180 gives small 10..32, medium 32..96, large 96..180; 32..96 gives
+            medium objects only).
         max_distractors: distractors (blobs, lines, arcs) per image, uniform in ``0..max``.
+        background_contrast: std of the second background colour around the first (RGB
+            levels): 0 gives plain single-colour backgrounds, the texture pattern unseen.
         max_aspect: aspect change factor drawn log-uniformly from ``[1/max, max]``.
         max_shear: shear factor drawn uniformly from ``[-max, max]``.
         elastic_strength: largest elastic displacement at a grid node, as a fraction of the
@@ -43,6 +65,7 @@ class SceneSpec:
     max_object_size: float = 180.0
     # clutter
     max_distractors: int = 6
+    background_contrast: float = 55.0
     # deformation
     max_aspect: float = 1.6
     max_shear: float = 0.35
@@ -54,9 +77,11 @@ class SceneSpec:
         problems = []
         if self.max_objects < 1 or self.max_distractors < 0:
             problems.append("need max_objects >= 1 and max_distractors >= 0")
-        if not 1 <= self.min_object_size < BUCKET_EDGES[0] < BUCKET_EDGES[1] < self.max_object_size:
-            problems.append(f"need 1 <= min_object_size < 32 and max_object_size > 96, got "
+        if not 1 <= self.min_object_size < self.max_object_size:
+            problems.append(f"need 1 <= min_object_size < max_object_size, got "
                             f"{self.min_object_size}, {self.max_object_size}")
+        if self.background_contrast < 0:
+            problems.append(f"need background_contrast >= 0, got {self.background_contrast}")
         if self.max_aspect < 1 or self.max_shear < 0 or self.elastic_strength < 0:
             problems.append("need max_aspect >= 1, max_shear >= 0 and elastic_strength >= 0")
         if not 0 < self.min_visibility <= 1:
@@ -64,10 +89,29 @@ class SceneSpec:
         if problems:
             raise ValueError("invalid SceneSpec: " + "; ".join(problems))
 
+    @property
+    def deformation(self) -> Deformation:
+        """The objects' deformation ranges."""
+        return Deformation(self.max_aspect, self.max_shear, self.elastic_strength)
+
+    def size_bounds(self) -> dict[str, tuple[float, float]]:
+        """The sqrt(area) range drawn from in each COCO bucket that ``min_object_size..
+        max_object_size`` overlaps, in :data:`SIZE_BUCKETS` order."""
+        edges = (0.0, *BUCKET_EDGES, np.inf)
+        bounds = {}
+        for i, bucket in enumerate(SIZE_BUCKETS):
+            low = max(edges[i], self.min_object_size)
+            high = min(edges[i + 1], self.max_object_size)
+            if low < high:
+                bounds[bucket] = (low, high)
+        return bounds
+
 
 @dataclass(frozen=True)
 class SyntheticSpec:
     """What to generate. Every field changes the images; ``spec.json`` records them all.
+    The defaults are the ``hard`` preset's numbers (:mod:`~detkit.data.synthetic.factors`
+    names study sets; :meth:`SyntheticFactors.spec` builds theirs).
 
     COCO's size buckets are absolute pixel areas: the even balance holds at ``image_size`` 256
     and above; in much smaller images large objects stop fitting and small ones dominate.
