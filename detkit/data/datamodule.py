@@ -166,9 +166,7 @@ class DetectionDataModule(LightningDataModule):
         train_images, train_ann, val_images, val_ann: COCO image folders and JSON files.
         root: VOC dataset folder, or where the synthetic set lives (given with the default
             ``synthetic``, any synthetic set found there is used as is).
-        synthetic: the synthetic set's preset and factor settings
-            (:class:`~detkit.data.synthetic.SyntheticFactors`; CLI:
-            ``--data.synthetic.deformation none``).
+        synthetic: the synthetic set's preset and factors (``SyntheticFactors``).
         train_split, val_split: VOC split names (``root/ImageSets/Main/{name}.txt``).
         split_ratio: VOC train fraction when there are no split files.
         class_names: VOC class names in label order (None: every name found, sorted).

@@ -105,7 +105,8 @@ def test_eval_and_visualize_help_fit_the_tool(capsys):
     options = text.split("\n\n", 2)[2]  # after the usage and the description
     assert options.index("--ckpt CKPT") < options.index("--model.backbone") < options.index(
         "--trainer.accelerator")  # its own options first, the Trainer's last
-    assert len(lines) < 150  # LightningCLI's full help is 576 lines
+    # LightningCLI's full help is 576 lines; the synthetic set's factors take about 20
+    assert len(lines) < 170
     text = help_text(visualize, capsys)
     assert "Draw a checkpoint's predictions" in text and "--num_images" in text
     assert "--trainer." not in text and "--debug" in text
