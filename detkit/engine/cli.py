@@ -330,11 +330,15 @@ def _announce(trainer: L.Trainer, run: RunPlan) -> None:
 
 def _final_evaluation(trainer: L.Trainer, model: DetectionModule,
                       data: DetectionDataModule) -> dict[str, Any]:
-    """Validate the best checkpoint (or the final weights). Not logged: the best checkpoint's
+    """Validate the best checkpoint (or last.ckpt when no validation ran during fit, or the final
+    weights without checkpoints). Not logged: the best checkpoint's
     metrics are already in TensorBoard at their own step."""
     throughput = model.train_images_per_second()
     callback = trainer.checkpoint_callback
-    best = callback.best_path if isinstance(callback, RunCheckpoint) else None
+    best = None
+    if isinstance(callback, RunCheckpoint):
+        # no validation during fit (max_steps before the first): the final state, last.ckpt
+        best = callback.best_path or (callback.last_path if callback.last_path.exists() else None)
     if best is not None:
         model = load_module(best)
     loggers, trainer.loggers = trainer.loggers, []
