@@ -12,6 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from detkit.engine.cli import train
+from detkit.engine.module import DetectionModule
 from tests.engine.helpers import FAST_MODEL, FAST_TRAINER, coco_args
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 STALLING_TRAIN = """
 import pathlib, sys, time
 from detkit.engine.cli import train
+from detkit.engine.module import DetectionModule
 from detkit.engine.module import DetectionModule
 
 def stall(self, outputs, batch, batch_idx):
@@ -77,8 +79,13 @@ def test_sigkilled_run_resumes_with_the_same_steps_and_losses(tmp_path, monkeypa
     assert (killed / ".lock").exists()  # left behind by the killed process: stale
 
     steps_run = []
-    monkeypatch.setattr("detkit.engine.module.DetectionModule.on_train_start",
-                        lambda self: steps_run.append(self.global_step))
+    original = DetectionModule.on_train_start
+
+    def recording(self):
+        steps_run.append(self.global_step)
+        return original(self)
+
+    monkeypatch.setattr(DetectionModule, "on_train_start", recording)
     resumed = train([*args, "--run_dir", "killed"])  # resumes from the step-4 last.ckpt
     assert steps_run == [4]
     assert Path(resumed["run_dir"]) == Path("killed") and not (killed / ".lock").exists()
