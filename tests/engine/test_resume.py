@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from detkit.engine.cli import train
@@ -45,14 +44,6 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
             for tag in events.Tags()["scalars"]}
 
 
-# KNOWN REGRESSION (stop 16): this test passed on the branch that built exact resume, but after
-# merging it with the other branches of that stop, the resumed run's first step (4) logs
-# train/loss 1.244 where the uninterrupted run logs 2.186; the step numbers, the single logging of
-# each step and the later steps' structure still hold. Not yet found which merged change breaks
-# the replay (it fails already at the merge of the resume branch, before the extractor and data
-# branches). xfail, not skip: it runs and reports, and flips to XPASS once fixed.
-@pytest.mark.xfail(reason="resumed step-4 loss differs from the uninterrupted run after the "
-                          "stop-16 merges; see the comment above", strict=False)
 def test_sigkilled_run_resumes_with_the_same_steps_and_losses(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # no augmentation: its draws come from albumentations' own stream, which is not replayed
