@@ -129,8 +129,10 @@ def test_the_clone_seen_from_its_parent_does_not_shadow_an_editable_install(tmp_
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only the install's paths
     with zipfile.ZipFile(tmp_path / "wheel" / wheel) as archive:
         archive.extractall(site)
+    # -S: not this interpreter's own site-packages (it may hold an install of this repository),
+    # only the wheel's site folder
     found = subprocess.run(
-        [sys.executable, "-c", f"import site; site.addsitedir({str(site)!r}); import detkit; "
+        [sys.executable, "-S", "-c", f"import site; site.addsitedir({str(site)!r}); import detkit; "
          "print(getattr(detkit, '__file__', None))"],
         cwd=clone.parent, env=env, capture_output=True, text=True, check=True).stdout.split()[-1]
     assert found == str(clone / "detkit" / "__init__.py")
