@@ -6,7 +6,7 @@ the wrong format learns which argument and what shape was expected.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -108,3 +108,13 @@ def check_per_bin(
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Half and bfloat16 inputs are computed (accumulated) in float32."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def finite_rois_call(op: Callable[..., Tensor], input: Tensor, rois: Tensor, *args) -> Tensor:
+    """``op(input, rois, *args)`` for torchvision's RoI ops, with detkit's contract for bad RoIs:
+    a RoI with a NaN or infinite coordinate pools to zeros and passes no gradient (torchvision's
+    CUDA kernels return NaN for it, its CPU max-pool kernels undefined values)."""
+    rois = rois.to(input.dtype)
+    bad = ~torch.isfinite(rois).all(dim=1)
+    out = op(input, rois.masked_fill(bad[:, None], 0.0), *args)
+    return out.masked_fill(bad[:, None, None, None], 0.0)

@@ -22,6 +22,7 @@ from detkit.ops._checks import (
     check_input,
     check_per_bin,
     compute_dtype,
+    finite_rois_call,
     pair,
 )
 from detkit.ops._sampling import (
@@ -224,8 +225,8 @@ def roi_align(
         raise ValueError("mode='max' needs backend 'detkit' or 'auto': torchvision's roi_align "
                          "has no max mode")
     if not use_detkit and mode == "avg":
-        return torchvision.ops.roi_align(input, roi_tensor.to(input.dtype), output_size,
-                                         spatial_scale, sampling_ratio, aligned)
+        return finite_rois_call(torchvision.ops.roi_align, input, roi_tensor, output_size,
+                                spatial_scale, sampling_ratio, aligned)
     return _pool_nchw(input, roi_tensor, output_size, spatial_scale, sampling_ratio, aligned,
                       mode=mode)
 
@@ -256,8 +257,8 @@ def ps_roi_align(
         )
     roi_tensor = as_roi_tensor(rois, input)
     if not _use_detkit(backend, input):
-        return torchvision.ops.ps_roi_align(input, roi_tensor.to(input.dtype), output_size,
-                                            spatial_scale, sampling_ratio)
+        return finite_rois_call(torchvision.ops.ps_roi_align, input, roi_tensor, output_size,
+                                spatial_scale, sampling_ratio)
     num_rois, depth = roi_tensor.shape[0], c // bins
     dtype = compute_dtype(input.dtype)
     with torch.autocast(device_type=input.device.type, enabled=False):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torchvision.ops
 from torch import Tensor
 
-from detkit.ops._checks import RoIs, as_roi_tensor, check_input, pair
+from detkit.ops._checks import RoIs, as_roi_tensor, check_input, finite_rois_call, pair
 
 
 def roi_pool(
@@ -29,8 +29,8 @@ def roi_pool(
     """
     check_input(input)
     output_size = pair(output_size, "output_size")
-    rois = as_roi_tensor(rois, input).to(input.dtype)
-    return torchvision.ops.roi_pool(input, rois, output_size, spatial_scale)
+    return finite_rois_call(torchvision.ops.roi_pool, input, as_roi_tensor(rois, input),
+                            output_size, spatial_scale)
 
 
 def ps_roi_pool(
@@ -53,5 +53,5 @@ def ps_roi_pool(
             f"input has {input.shape[1]} channels, not divisible by output_size[0] * "
             f"output_size[1] = {bins}"
         )
-    rois = as_roi_tensor(rois, input).to(input.dtype)
-    return torchvision.ops.ps_roi_pool(input, rois, output_size, spatial_scale)
+    return finite_rois_call(torchvision.ops.ps_roi_pool, input, as_roi_tensor(rois, input),
+                            output_size, spatial_scale)
