@@ -29,6 +29,7 @@ from typing import Any
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
+_STARTING = "starting"  # a claim: the folder's run lock is about to be taken
 
 # Settings that change where or how a run is recorded, never what it computes.
 NOT_RESULT_KEYS = (
@@ -121,24 +122,28 @@ def versions(parent: Path) -> list[Path]:
 
 
 def new_version(parent: Path) -> Path:
-    """Create and return ``parent/vN``, N one above the highest existing (``mkdir`` without
-    ``exist_ok`` is atomic: two processes starting together get different versions). The highest
-    version is reused while it is still empty (a start that failed before writing anything);
-    two processes that both pick it are then told apart by :func:`run_lock`."""
+    """Create, claim and return ``parent/vN``, N one above the highest existing (``mkdir``
+    without ``exist_ok`` is atomic). The highest version is reused while it is still empty (a
+    start that failed before writing anything). A claim (:func:`_claim`) marks the folder as
+    this process's from here until :func:`run_lock` takes it over, so processes started
+    together get different versions."""
     existing = versions(parent)
-    if existing and not any(existing[-1].iterdir()):
+    if existing and not has_content(existing[-1]) and _claim(existing[-1]):
         return existing[-1]
     number = int(existing[-1].name[1:]) + 1 if existing else 0
     while True:
         candidate = parent / f"v{number}"
+        number += 1
         try:
             candidate.mkdir(parents=True)
-            return candidate
         except FileExistsError:
-            number += 1
+            continue
+        if _claim(candidate):  # else another process reused it between mkdir and claim
+            return candidate
 
 
 def has_content(directory: Path) -> bool:
+    """Whether ``directory`` holds anything but its lock file."""
     return directory.is_dir() and any(p.name != LOCK_FILE for p in directory.iterdir())
 
 
@@ -153,30 +158,52 @@ def clear(directory: Path) -> None:
             path.unlink()
 
 
-@contextmanager
-def run_lock(directory: Path) -> Iterator[None]:
-    """Hold ``directory/.lock`` (``pid@host``) while the block runs. A lock whose process is gone
-    (same host, pid not alive, e.g. after ``kill -9``) is stale and taken over; a live one raises
-    :class:`RunFolderError` naming the process."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / LOCK_FILE
-    mine = f"{os.getpid()}@{socket.gethostname()}"
+def _me() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _take(path: Path, text: str, *, take_over: str) -> str | None:
+    """Create the lock file ``path`` holding ``text``, taking over a stale one (its process is
+    gone) and one that holds ``take_over``; returns None when taken, else the live holder."""
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             holder = path.read_text().strip()
+            if holder == take_over:
+                path.write_text(text)
+                return None
             if _alive(holder):
-                raise RunFolderError(
-                    f"{directory} is being written by process {holder} (lock file {path}); "
-                    "wait for it, or delete the lock file if that process is gone") from None
+                return holder
             path.unlink(missing_ok=True)  # stale: its process is gone
             continue
         with os.fdopen(fd, "w") as file:
-            file.write(mine)
-        break
-    else:
-        raise RunFolderError(f"could not take the lock {path}")
+            file.write(text)
+        return None
+    return path.read_text().strip() if path.exists() else "unknown"
+
+
+def _claim(directory: Path) -> bool:
+    """Mark a new run folder as this process's (``.lock`` holding ``pid@host starting``) until
+    :func:`run_lock` takes it; False when a live process holds or claims it."""
+    mine = f"{_me()} {_STARTING}"
+    return _take(directory / LOCK_FILE, mine, take_over=mine) is None
+
+
+@contextmanager
+def run_lock(directory: Path) -> Iterator[None]:
+    """Hold ``directory/.lock`` (``pid@host``) while the block runs. A lock whose process is gone
+    (same host, pid not alive, e.g. after ``kill -9``) is stale and taken over, as is this
+    process's own claim (:func:`new_version`); a live one raises :class:`RunFolderError` naming
+    the process."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    mine = _me()
+    holder = _take(path, mine, take_over=f"{mine} {_STARTING}")
+    if holder is not None:
+        raise RunFolderError(
+            f"{directory} is being written by process {holder.split()[0]} (lock file {path}); "
+            "wait for it, or delete the lock file if that process is gone")
     try:
         yield
     finally:
@@ -186,7 +213,7 @@ def run_lock(directory: Path) -> Iterator[None]:
 
 def _alive(holder: str) -> bool:
     """Whether the ``pid@host`` process may still run (another host: assume it does)."""
-    pid, _, host = holder.partition("@")
+    pid, _, host = holder.split()[0].partition("@") if holder else ("", "", "")
     if host != socket.gethostname():
         return True
     try:

@@ -1,4 +1,5 @@
 import os
+import socket
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from detkit.engine.runs import (
     RunFolderError,
     changed_settings,
     key_hash,
+    new_version,
     plan_run,
     run_key,
     run_lock,
@@ -103,3 +105,20 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_atomically(FakeTrainer(), target)
     assert target.read_bytes() == b"previous" and os.listdir(tmp_path) == ["last.ckpt"]
+
+
+def test_runs_started_together_get_their_own_versions(tmp_path):
+    """Found on a GPU machine: three trainings started at once, one chose the empty v0 that
+    another had just created and failed on its lock. Each start now claims its folder at once."""
+    parent = tmp_path / "runs" / "roi_align"
+    script = ("import sys, time; from pathlib import Path; from detkit.engine.runs import "
+              "new_version; print(new_version(Path(sys.argv[1])).name, flush=True); time.sleep(2)")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(parent)], stdout=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    names = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    assert names == ["v0", "v1", "v2", "v3"]
+    # a start that died before writing anything leaves an empty, claimed v3: it is reused
+    assert new_version(parent) == parent / "v3"
+    with run_lock(parent / "v3"):  # the claim becomes the run's lock
+        assert (parent / "v3" / ".lock").read_text() == f"{os.getpid()}@{socket.gethostname()}"
+        assert new_version(parent) == parent / "v4"  # a live run's folder is not reused
