@@ -6,8 +6,8 @@
 Writes DIR/image<ID>.png (ground truth green, predictions red) and, for extractors that move
 their bins (the deformable ones: RoIExtractor.moves_bins), DIR/image<ID>_offsets.png: each top
 detection's pooling bins, grey dots at the regular grid joined to the moved bins (enlarged to at
-least 512 px so that the bins stay legible). Images with no detection at --score_thresh get no
-offsets figure; the count is printed.
+least 512 px so that the bins stay legible). Images with no detection at --score_thresh are
+counted in the output (and get no offsets figure).
 """
 
 import sys

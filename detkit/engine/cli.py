@@ -484,12 +484,15 @@ def visualize(argv: list[str] | None = None) -> list[Path]:
     data.setup("validate")
     out = Path(cli.config["out"])
     out.mkdir(parents=True, exist_ok=True)
-    written, no_offsets = [], 0
-    for index in range(min(cli.config["num_images"], len(data.val_dataset))):
+    written, no_offsets, no_detections = [], 0, 0
+    threshold, count = cli.config["score_thresh"], min(cli.config["num_images"],
+                                                        len(data.val_dataset))
+    for index in range(count):
         image, target = data.val_dataset[index]
         with torch.no_grad():
             output = module.model([image])[0]
         stem = out / f"image{target['image_id']}"
+        no_detections += not bool((output["scores"] >= threshold).any())
         written.append(save_png(draw_detections(image, target, output, data.category_names,
                                                 cli.config["score_thresh"]),
                                 stem.with_suffix(".png")))
@@ -501,6 +504,9 @@ def visualize(argv: list[str] | None = None) -> list[Path]:
             else:
                 written.append(save_png(figure, stem.with_name(stem.name + "_offsets.png")))
     print(f"wrote {len(written)} images to {out}")
+    if no_detections:
+        print(f"{no_detections} of {count} image(s) have no detection scoring >= {threshold} "
+              "(lower --score_thresh to see weaker ones)")
     if no_offsets:
         print(f"no offsets drawn on {no_offsets} image(s): no detection scored >= "
               f"{cli.config['score_thresh']} there (lower --score_thresh to see more)")

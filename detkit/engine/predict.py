@@ -311,12 +311,14 @@ class PredictionRun:
     Attributes:
         images: images read and predicted.
         detections: detections written (at or above the score threshold).
+        without_detections: images read on which no detection reached the threshold.
         unreadable: ``(file name, reason)`` of each file that could not be read.
         written: files written (``detections.json`` first, then the PNGs).
     """
 
     images: int = 0
     detections: int = 0
+    without_detections: int = 0
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
 
@@ -387,6 +389,7 @@ def predict_files(
         for index, array, prediction in zip(
                 indices, arrays, detector._predict(arrays, score_thresh, batch_size), strict=True):
             name, found = files[index][1], prediction.detections
+            run.without_detections += len(found.scores) == 0
             results += _coco_results(index + 1, name, found, len(detector.category_names))
             run.written.append(save_png(_drawing(array, found, detector.category_names),
                                         out / f"{stems[index]}.png"))
@@ -479,6 +482,9 @@ def run_prediction(
                         offsets=offsets, progress=progress)
     print(f"{run.detections} detection(s) scoring >= {score_thresh} on {run.images} image(s): "
           f"{run.written[0]}; {len(run.written) - 1} drawing(s) in {out}")
+    if run.without_detections:
+        print(f"{run.without_detections} of {run.images} image(s) have no detection scoring >= "
+              f"{score_thresh} (lower --score_thresh to see weaker ones)")
     if run.unreadable:
         print(f"{len(run.unreadable)} unreadable file(s), skipped:")
         for name, reason in run.unreadable:

@@ -119,6 +119,7 @@ def test_tool_predicts_on_a_folder_of_user_images(tiny, tmp_path, monkeypatch, c
     assert "1 unreadable file(s)" in printed and "broken.jpg" in printed
     assert "1 file(s)" in printed and "no image suffix" in printed  # notes.txt
     assert "min_size=64, max_size=64" in printed  # the checkpoint's resize
+    assert "have no detection scoring" not in printed  # every read image has one at 0.0
 
     detections = json.loads((out / "detections.json").read_text())
     assert detections, "roi_head.score_thresh 0 and --score_thresh 0 give detections"
@@ -136,6 +137,17 @@ def test_tool_predicts_on_a_folder_of_user_images(tiny, tmp_path, monkeypatch, c
             assert drawing.size == (width, height)
     assert not (out / "broken.png").exists() and not (out / "notes.png").exists()
     assert list(out.glob("*_offsets.png")), "deformable checkpoint: offsets drawn"
+
+
+def test_images_without_detections_are_counted(tiny, tmp_path, capsys):
+    from detkit.engine.predict import run_prediction
+
+    user_images(tmp_path / "mine")
+    run = run_prediction(tiny.ckpt, str(tmp_path / "mine"), tmp_path / "out", score_thresh=1.01,
+                         device="cpu", progress=False)  # no score reaches 1.01
+    assert run.images > 0 and run.detections == 0 and run.without_detections == run.images
+    assert (f"{run.images} of {run.images} image(s) have no detection scoring >= 1.01"
+            in capsys.readouterr().out)
 
 
 def test_detector_gives_what_validation_gives(tiny, detector):

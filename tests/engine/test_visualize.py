@@ -38,7 +38,7 @@ def test_plain_extractor_has_no_offsets_to_draw():
     assert "deform_roi_pool, mdeform_roi_pool, deform_psroi_pool" in str(error.value)
 
 
-def test_visualize_writes_images(tmp_path, monkeypatch):
+def test_visualize_writes_images(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     data = coco_args(tmp_path / "coco")
     model = [*FAST_MODEL, "--model.roi_extractor", "deform_psroi_pool"]
@@ -52,3 +52,9 @@ def test_visualize_writes_images(tmp_path, monkeypatch):
         assert image.size == (64, 64)
     with Image.open(written[1]) as image:  # offsets enlarged to 512 px so the bins are legible
         assert written[1].name.endswith("_offsets.png") and image.size == (512, 512)
+    capsys.readouterr()
+    visualize([*data, *model, "--ckpt", str(ckpt), "--out", str(tmp_path / "none"),
+               "--num_images", "2", "--score_thresh", "1.01"])  # no score reaches it
+    printed = capsys.readouterr().out
+    assert "2 of 2 image(s) have no detection scoring >= 1.01" in printed
+    assert "no offsets drawn on 2 image(s)" in printed
