@@ -26,7 +26,14 @@ from detkit.data.base import DetectionDataset, Transform, collate
 from detkit.data.coco import CocoDetection
 from detkit.data.samplers import EpochSeededSampler
 from detkit.data.synthetic import SyntheticFactors
-from detkit.data.transforms import eval_transforms, seed_transforms, seed_worker, train_transforms
+from detkit.data.transforms import (
+    AUGMENTATION,
+    Augmentation,
+    eval_transforms,
+    seed_transforms,
+    seed_worker,
+    train_transforms,
+)
 from detkit.data.voc import VocDetection
 
 Subset = Literal["train", "val"]
@@ -209,11 +216,11 @@ class DetectionDataModule(LightningDataModule):
         num_workers: int = 0,
         min_size: int = 800,
         max_size: int = 1333,
-        hflip: float = 0.5,
-        scale_jitter: tuple[float, float] = (0.8, 1.2),
-        color_jitter: float = 0.0,
-        crop_border: float = 0.0,
-        min_visibility: float = 0.3,
+        hflip: float = AUGMENTATION.hflip,
+        scale_jitter: tuple[float, float] = AUGMENTATION.scale_jitter,
+        color_jitter: float = AUGMENTATION.color_jitter,
+        crop_border: float = AUGMENTATION.crop_border,
+        min_visibility: float = AUGMENTATION.min_visibility,
         skip_bad_images: bool = False,
         val_max_images: int | None = None,
     ) -> None:
@@ -226,9 +233,8 @@ class DetectionDataModule(LightningDataModule):
             split_ratio=split_ratio, class_names=class_names)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.min_size, self.max_size = min_size, max_size
-        self.augmentation = {"hflip": hflip, "scale_jitter": tuple(scale_jitter),
-                             "color_jitter": color_jitter, "crop_border": crop_border,
-                             "min_visibility": min_visibility}
+        self.augmentation = Augmentation(hflip, tuple(scale_jitter), color_jitter, crop_border,
+                                         min_visibility)
         self.skip_bad_images = skip_bad_images
         self.val_max_images = val_max_images
         self.train_dataset: DetectionDataset | None = None
@@ -312,7 +318,7 @@ class DetectionDataModule(LightningDataModule):
 
     def _build(self, subset: Subset) -> DetectionDataset:
         if subset == "train":
-            transforms = train_transforms(self.min_size, self.max_size, **self.augmentation)
+            transforms = train_transforms(self.min_size, self.max_size, self.augmentation)
         else:
             transforms = eval_transforms(self.min_size, self.max_size)
         options = BuildOptions(transforms, self.skip_bad_images,

@@ -10,7 +10,9 @@ Resizing follows torchvision's ``GeneralizedRCNNTransform``: the shorter side be
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -93,20 +95,12 @@ def _bbox_params(min_visibility: float) -> A.BboxParams:
     )
 
 
-def train_transforms(
-    min_size: int = 800,
-    max_size: int = 1333,
-    *,
-    hflip: float = 0.5,
-    scale_jitter: tuple[float, float] = (0.8, 1.2),
-    color_jitter: float = 0.0,
-    crop_border: float = 0.0,
-    min_visibility: float = 0.3,
-) -> A.Compose:
-    """Training pipeline: [border crop] -> jittered resize -> [hflip] -> [color] -> normalise.
+@dataclass(frozen=True)
+class Augmentation:
+    """Training augmentation settings, and the one home of their defaults (the DataModule's
+    ``--data.hflip`` etc. take theirs from :data:`AUGMENTATION`).
 
-    Args:
-        min_size, max_size: resize targets (torchvision's defaults 800/1333), see module doc.
+    Attributes:
         hflip: probability of a horizontal flip (``x -> W - x``; 0 disables).
         scale_jitter: range of the factor multiplying ``min_size`` and ``max_size``.
         color_jitter: brightness/contrast/saturation strength for ``A.ColorJitter`` (0 disables).
@@ -114,22 +108,48 @@ def train_transforms(
             no resize; 0 disables, at most 0.5).
         min_visibility: a box keeping less than this fraction of its area after the crop is
             dropped.
+    """
+
+    hflip: float = 0.5
+    scale_jitter: tuple[float, float] = (0.8, 1.2)
+    color_jitter: float = 0.0
+    crop_border: float = 0.0
+    min_visibility: float = 0.3
+
+
+AUGMENTATION = Augmentation()
+
+
+def train_transforms(
+    min_size: int = 800, max_size: int = 1333, augmentation: Augmentation = AUGMENTATION,
+    **settings: Any,
+) -> A.Compose:
+    """Training pipeline: [border crop] -> jittered resize -> [hflip] -> [color] -> normalise.
+
+    Args:
+        min_size, max_size: resize targets (torchvision's defaults 800/1333), see module doc.
+        augmentation: the :class:`Augmentation` settings.
+        **settings: :class:`Augmentation` fields that replace ``augmentation``'s, e.g.
+            ``hflip=1.0``.
 
     Returns:
         An unseeded ``A.Compose``; seed it with :func:`seed_transforms` / :func:`seed_worker`.
     """
+    augmentation = dataclasses.replace(augmentation, **settings)
+    hflip, color_jitter = augmentation.hflip, augmentation.color_jitter
+    crop_border = augmentation.crop_border
     if not 0.0 <= crop_border <= 0.5:
         raise ValueError(f"crop_border must be in [0, 0.5], got {crop_border}")
     steps: list[A.BasicTransform] = []
     if crop_border > 0:
         steps.append(A.RandomCropFromBorders(crop_border, crop_border, crop_border, crop_border))
-    steps.append(ResizeShortestSide(min_size, max_size, scale_range=scale_jitter))
+    steps.append(ResizeShortestSide(min_size, max_size, scale_range=augmentation.scale_jitter))
     if hflip > 0:
         steps.append(A.HorizontalFlip(p=hflip))
     if color_jitter > 0:
         steps.append(A.ColorJitter(color_jitter, color_jitter, color_jitter, hue=0.0, p=1.0))
     steps += [A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), ToTensorV2()]
-    return A.Compose(steps, bbox_params=_bbox_params(min_visibility))
+    return A.Compose(steps, bbox_params=_bbox_params(augmentation.min_visibility))
 
 
 def eval_transforms(min_size: int, max_size: int) -> A.Compose:
