@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from detkit._validation import check_choice
 from detkit.data.base import (
     DetectionDataset,
     ImageRecord,
@@ -255,8 +256,7 @@ class VocDetection(DetectionDataset):
                 all_stems: list[str], ann_dir: Path) -> list[str]:
         if split is not None:
             return _read_split_file(root, split, set(all_stems), ann_dir)
-        if subset not in ("train", "val"):
-            raise ValueError(f"subset must be 'train' or 'val', got {subset!r}")
+        check_choice("subset", subset, ("train", "val"))
         train, val = ratio_split(all_stems, split_ratio)
         return train if subset == "train" else val
 

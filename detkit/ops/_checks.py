@@ -118,3 +118,4 @@ def finite_rois_call(op: Callable[..., Tensor], input: Tensor, rois: Tensor, *ar
     bad = ~torch.isfinite(rois).all(dim=1)
     out = op(input, rois.masked_fill(bad[:, None], 0.0), *args)
     return out.masked_fill(bad[:, None, None, None], 0.0)
+

@@ -15,6 +15,7 @@ import torch
 import torchvision.ops
 from torch import Tensor
 
+from detkit._validation import check_choice
 from detkit.ops import _sampling
 from detkit.ops._checks import (
     RoIs,
@@ -176,8 +177,7 @@ def _pool_nchw(
 
 
 def _use_detkit(backend: Backend, input: Tensor) -> bool:
-    if backend not in ("auto", "detkit", "torchvision"):
-        raise ValueError(f"backend must be 'auto', 'detkit' or 'torchvision', got {backend!r}")
+    check_choice("backend", backend, ("auto", "detkit", "torchvision"))
     # auto: detkit's kernel where it was measured faster (CPU: tools/benchmark_ops.py); on CUDA
     # torchvision's fused kernels until a GPU run shows otherwise.
     return backend == "detkit" or (backend == "auto" and input.device.type == "cpu")
@@ -218,8 +218,7 @@ def roi_align(
     check_input(input)
     output_size = pair(output_size, "output_size")
     roi_tensor = as_roi_tensor(rois, input)
-    if mode not in ("avg", "max"):
-        raise ValueError(f"mode must be 'avg' or 'max', got {mode!r}")
+    check_choice("mode", mode, ("avg", "max"))
     use_detkit = _use_detkit(backend, input)
     if mode == "max" and backend == "torchvision":
         raise ValueError("mode='max' needs backend 'detkit' or 'auto': torchvision's roi_align "

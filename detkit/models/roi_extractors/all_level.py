@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from detkit._validation import check_choice
 from detkit.models.roi_extractors.base import FPN_LEVELS, scale_of
 from detkit.models.roi_extractors.level_mapped import RoIAlignExtractor
 
@@ -26,8 +27,7 @@ class PyramidFusionExtractor(RoIAlignExtractor):
         sampling_ratio: int = 2, aligned: bool = True,
         fusion: Literal["sum", "max", "concat"] = "sum",
     ) -> None:
-        if fusion not in ("sum", "max", "concat"):
-            raise ValueError(f"fusion must be 'sum', 'max' or 'concat', got {fusion!r}")
+        check_choice("fusion", fusion, ("sum", "max", "concat"))
         super().__init__(in_channels=in_channels, featmap_names=featmap_names,
                          output_size=output_size, sampling_ratio=sampling_ratio, aligned=aligned)
         self.fusion = fusion

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from detkit import ops
+from detkit._validation import check_choice
 from detkit.models.roi_extractors.base import FPN_LEVELS
 from detkit.models.roi_extractors.level_mapped import RoIAlignExtractor
 
@@ -50,8 +51,7 @@ class MixedPoolExtractor(RoIAlignExtractor):
         output_size: int = 7, sampling_ratio: int = 2, aligned: bool = False,
         mode: Literal["gate", "concat"] = "gate",
     ) -> None:
-        if mode not in ("gate", "concat"):
-            raise ValueError(f"mode must be 'gate' or 'concat', got {mode!r}")
+        check_choice("mode", mode, ("gate", "concat"))
         super().__init__(in_channels=in_channels, featmap_names=featmap_names,
                          output_size=output_size, sampling_ratio=sampling_ratio, aligned=aligned)
         self.mode = mode

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from detkit import ops
+from detkit._validation import check_choice
 from detkit.models.roi_extractors.base import FPN_LEVELS, RoIExtractor
 
 
@@ -86,8 +87,7 @@ class SpatialPyramidPoolExtractor(RoIExtractor):
         grids: Sequence[int] = (1, 2, 4), mode: Literal["max", "align"] = "max",
         sampling_ratio: int = 2,
     ) -> None:
-        if mode not in ("max", "align"):
-            raise ValueError(f"mode must be 'max' or 'align', got {mode!r}")
+        check_choice("mode", mode, ("max", "align"))
         if not grids or min(grids) < 1:
             raise ValueError(f"grids must be positive sizes, got {tuple(grids)}")
         grids = tuple(int(g) for g in grids)
