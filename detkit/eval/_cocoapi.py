@@ -23,6 +23,9 @@ def quiet() -> Iterator[None]:
         yield
 
 
+MAX_DETS_100 = 2  # index of maxDets=100 in COCOeval's Params.maxDets [1, 10, 100]
+
+
 def mean_valid(values: np.ndarray) -> float:
     """``COCOeval.summarize``'s reduction: mean of the entries ``> -1`` (-1 marks "no ground
     truth"), or -1.0 when there is none. Same numpy call as pycocotools, so bit-identical."""

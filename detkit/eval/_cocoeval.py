@@ -39,6 +39,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import Params
 
+from detkit.eval._cocoapi import MAX_DETS_100, mean_valid
+
 # Pairs built per chunk when pairing detections with ground truth (bounds peak memory).
 _PAIRS_PER_CHUNK = 4_000_000
 
@@ -342,12 +344,8 @@ def summarize_stats(precision: np.ndarray, recall: np.ndarray, params: Params) -
     t50 = np.where(np.asarray(params.iouThrs) == 0.5)[0]
     t75 = np.where(np.asarray(params.iouThrs) == 0.75)[0]
     area = {label: i for i, label in enumerate(params.areaRngLbl)}
-    m100 = 2  # _summarizeDets passes maxDets[2] (100) for AP and ARs/m/l, [0] and [1] for AR1/10
-
-    def mean(s: np.ndarray) -> float:
-        valid = s[s > -1]
-        return float(np.mean(valid)) if valid.size else -1.0
-
+    m100 = MAX_DETS_100  # _summarizeDets: maxDets 100 for AP and ARs/m/l, [0], [1] for AR1/10
+    mean = mean_valid
     stats = [mean(precision[:, :, :, area["all"], m100]),
              mean(precision[t50][:, :, :, area["all"], m100]),
              mean(precision[t75][:, :, :, area["all"], m100])]

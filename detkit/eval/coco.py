@@ -19,7 +19,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import Params
 from torch import Tensor
 
-from detkit.eval._cocoapi import iou_index, mean_valid, mean_valid_over
+from detkit.eval._cocoapi import MAX_DETS_100, iou_index, mean_valid, mean_valid_over
 from detkit.eval._cocoeval import (
     accumulate,
     default_params,
@@ -29,9 +29,6 @@ from detkit.eval._cocoeval import (
     summarize_stats,
 )
 from detkit.eval.metrics import COCO_STAT_KEYS
-
-# Index of maxDets=100 in the default params.maxDets = [1, 10, 100].
-_MAX_DETS_100 = 2
 
 
 def to_coco_results(
@@ -166,7 +163,7 @@ def metrics_from_precision(stats: Sequence[float], precision: np.ndarray, params
     metrics: dict[str, Any] = {
         key: float(value) for key, value in zip(COCO_STAT_KEYS, stats, strict=True)
     }
-    at_100 = precision[:, :, :, 0, _MAX_DETS_100]  # [T, R, K], area "all"
+    at_100 = precision[:, :, :, 0, MAX_DETS_100]  # [T, R, K], area "all"
     # detectron2 COCOEvaluator._derive_coco_results: per-category AP@[.5:.95].
     metrics["per_class"] = {coco_gt.cats[cat_id]["name"]: mean_valid(at_100[:, :, k])
                             for k, cat_id in enumerate(params.catIds)}

@@ -19,7 +19,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 
 from detkit.eval._cocoapi import AREA_LABELS, mean_valid, quiet
-from detkit.eval.coco import metrics_from_precision
+from detkit.eval.coco import check_image_ids, metrics_from_precision
 from detkit.eval.groundtruth import build_coco_gt
 from detkit.eval.metrics import PROPOSAL_SIZES, proposal_key
 from detkit.eval.proposals import STANDARD_BUDGETS
@@ -83,10 +83,7 @@ def load_results(coco_gt: COCO, results: list[dict]) -> COCO:
     object built the way ``loadRes`` would build it (same images and categories, no
     annotations); COCOeval then scores it with its own semantics (0 where ground truth exists).
     """
-    known = set(coco_gt.getImgIds())
-    unknown = sorted({r["image_id"] for r in results} - known)
-    if unknown:
-        raise ValueError(f"results refer to image ids absent from coco_gt: {unknown[:10]}")
+    check_image_ids({r["image_id"] for r in results}, coco_gt)
     with quiet():
         if results:
             # loadRes adds id/area/iscrowd/segmentation keys to each dict: work on copies.
