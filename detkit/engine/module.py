@@ -63,9 +63,14 @@ NonFinitePolicy = Literal["skip", "stop"]
 
 
 def nonfinite_tensors(named: Iterable[tuple[str, Tensor | None]]) -> list[str]:
-    """Names of the floating-point tensors holding a NaN or an infinity (None entries ignored)."""
-    return [name for name, value in named if value is not None and value.is_floating_point()
-            and not bool(torch.isfinite(value).all())]
+    """Names of the floating-point tensors holding a NaN or an infinity (None entries ignored).
+    One device sync when all are finite (the training step's case); per-tensor checks only to
+    name the bad ones."""
+    named = [(name, value) for name, value in named
+             if value is not None and value.is_floating_point()]
+    if not named or bool(torch.stack([torch.isfinite(v).all() for _, v in named]).all()):
+        return []
+    return [name for name, value in named if not bool(torch.isfinite(value).all())]
 
 
 def step_seed(base_seed: int, step: int, rank: int = 0) -> int:
