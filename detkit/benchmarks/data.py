@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import queue
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,17 +268,33 @@ def _build_and_measure(kind: str, images_dir: str, ann_file: str, cfg: DataBench
 
 
 def _child(queue: Any, *args: Any) -> None:
-    queue.put(_build_and_measure(*args))
+    try:
+        queue.put(("ok", _build_and_measure(*args)))
+    except BaseException as error:  # reported to the parent, which would otherwise wait forever
+        queue.put(("error", f"{type(error).__name__}: {error}"))
+        raise
 
 
 def _in_fresh_process(*args: Any) -> dict[str, Any]:
+    """``_build_and_measure(*args)`` in a spawned process; its error, or its death (e.g. the
+    out-of-memory killer on the old path at full size), is raised here instead of hanging."""
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_child, args=(queue, *args))
+    results = context.Queue()
+    process = context.Process(target=_child, args=(results, *args))
     process.start()
-    result = queue.get()
+    while True:
+        try:
+            status, value = results.get(timeout=2.0)
+            break
+        except queue.Empty:
+            if not process.is_alive():
+                raise RuntimeError(f"the measuring process for {args[0]!r} died (exit code "
+                                   f"{process.exitcode}) before reporting; out of memory?"
+                                   ) from None
     process.join()
-    return result
+    if status == "error":
+        raise RuntimeError(f"the measuring process for {args[0]!r} failed: {value}")
+    return value
 
 
 def run_data_benchmark(cfg: DataBenchConfig) -> dict[str, Any]:
