@@ -365,11 +365,13 @@ def _good_checkpoint(trainer: L.Trainer) -> str:
     return "No checkpoint was written before it."
 
 
-def load_module(path: str | os.PathLike) -> DetectionModule:
+def load_module(path: str | os.PathLike, checkpoint: dict[str, Any] | None = None
+                ) -> DetectionModule:
     """A DetectionModule built from a checkpoint's hyperparameters with its weights, loaded with
     ``weights_only=True`` (the module saves plain hyperparameters, so no pickled objects are
-    needed). Raises FileNotFoundError or ValueError for a file that is not such a checkpoint."""
-    checkpoint = read_checkpoint(path)
+    needed); ``checkpoint``: the file as :func:`read_checkpoint` returned it, if already read.
+    Raises FileNotFoundError or ValueError for a file that is not such a checkpoint."""
+    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
     hparams = dict(checkpoint["hyper_parameters"])
     hparams["backbone_weights"] = None  # the checkpoint's state dict has the weights
     module = DetectionModule(

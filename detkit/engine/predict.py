@@ -29,7 +29,7 @@ from tqdm import tqdm
 from detkit.data import IMAGENET_MEAN, IMAGENET_STD, eval_transforms, original_scale
 from detkit.data.base import load_rgb
 from detkit.data.datamodule import DetectionDataModule
-from detkit.engine.cli import load_module
+from detkit.engine.cli import load_module, read_checkpoint
 from detkit.engine.drawing import draw_detections, save_png
 from detkit.eval import to_coco_results
 from detkit.models import EXTRACTORS, FasterRCNN
@@ -190,14 +190,13 @@ class Detector:
         _check_device(device)
         if not Path(path).is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
-        # mmap: only the small settings are read here; load_module reads the weights
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = read_checkpoint(path)  # read once; a file of another kind is named
         # runs/NAME/checkpoints/x.ckpt -> runs/NAME/config.yaml (LightningCLI saves it there)
         settings = checkpoint_settings(checkpoint, min_size=min_size, max_size=max_size,
                                        run_config=Path(path).parent.parent / "config.yaml")
-        del checkpoint
-        return cls(load_module(path).model, settings.category_names, min_size=settings.min_size,
-                   max_size=settings.max_size, device=device, notes=settings.notes)
+        return cls(load_module(path, checkpoint).model, settings.category_names,
+                   min_size=settings.min_size, max_size=settings.max_size, device=device,
+                   notes=settings.notes)
 
     def predict(
         self, images: ImageInput | Sequence[ImageInput], *, score_thresh: float = 0.0,

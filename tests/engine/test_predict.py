@@ -200,6 +200,9 @@ def test_bad_inputs_are_named(tiny, detector, tmp_path):
         detector.predict(tmp_path / "nope.jpg")
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         Detector.from_checkpoint(tmp_path / "missing.ckpt")
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "plain_state_dict.pt")
+    with pytest.raises(ValueError, match="is not a detkit training checkpoint"):
+        Detector.from_checkpoint(tmp_path / "plain_state_dict.pt")
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
         detector.predict(np.zeros((8, 8, 3), np.uint8), batch_size=0)
     if not torch.cuda.is_available():
