@@ -14,9 +14,11 @@ Unreadable files are skipped and listed at the end. The Python API behind it: de
 import argparse
 import sys
 
+from detkit.engine.errors import ToolArgumentParser, run_tool  # light: no Lightning, no models
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ToolArgumentParser(
         prog="tools/predict.py", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="checkpoint written by tools/train.py")
@@ -46,4 +48,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

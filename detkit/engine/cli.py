@@ -24,10 +24,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from detkit.data import DetectionDataModule
 from detkit.engine.checkpointing import RunCheckpoint
-from detkit.engine.errors import DEBUG_FLAG, DEBUG_HELP, one_line
+from detkit.engine.errors import DEBUG_FLAG, DEBUG_HELP, NonFiniteLossError, one_line
 from detkit.engine.module import (
     DetectionModule,
-    NonFiniteLossError,
     OptimizerSettings,
     ScheduleSettings,
 )

@@ -28,23 +28,36 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import torch
-
-from detkit.engine.module import NonFiniteLossError
-
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "DETKIT_DEBUG"
 DEBUG_HELP = f"show the full traceback of an error (or set {DEBUG_ENV}=1)"
-
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError, OSError, argparse.ArgumentError, NonFiniteLossError, torch.cuda.OutOfMemoryError)
 
 # torch.utils.data re-raises a worker's exception with the worker's traceback in the message
 _WORKER_TRACEBACK = re.compile(r"\nOriginal Traceback \(most recent call last\):\n", re.M)
 
 
+class NonFiniteLossError(RuntimeError):
+    """Training met a NaN or infinite loss or gradient (``nonfinite="stop"``, or too many steps
+    skipped in a row), or a checkpoint was about to hold one. Raised before the optimizer step, so
+    the weights and every checkpoint written are finite. (Defined here, with the other errors a
+    tool reports in one line, so that importing this module stays light.)"""
+
+
 class UsageError(ValueError):
     """A command line that a tool's parser refuses."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, OSError, argparse.ArgumentError, NonFiniteLossError)
+"""The user's mistakes; with torch loaded, also ``torch.cuda.OutOfMemoryError``
+(:func:`user_errors`). This module does not import torch, so a tool's ``--help`` is instant."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """:data:`USER_ERRORS`, plus CUDA's out-of-memory error once torch is loaded (before that,
+    nothing could have raised it)."""
+    torch = sys.modules.get("torch")
+    return USER_ERRORS + ((torch.cuda.OutOfMemoryError,) if torch is not None else ())
 
 
 class ToolArgumentParser(argparse.ArgumentParser):
@@ -92,7 +105,7 @@ def run_tool(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None
         return _status(main([a for a in args if a != DEBUG_FLAG]))
     try:
         result = main(args)
-    except USER_ERRORS as error:
+    except user_errors() as error:
         usage = isinstance(error, UsageError | argparse.ArgumentError)
         hint = "" if usage else f" ({DEBUG_FLAG} shows the traceback)"
         print(f"{prog}: error: {one_line(error)}{hint}", file=sys.stderr)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from detkit.data import original_scale
+from detkit.engine.errors import NonFiniteLossError
 from detkit.eval import (
     detections_to_coco_results,
     evaluate_detections,
@@ -51,12 +52,6 @@ class ScheduleSettings:
     warmup_factor: float = 0.001
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training met a NaN or infinite loss or gradient (``nonfinite="stop"``, or too many steps
-    skipped in a row), or a checkpoint was about to hold one. Raised before the optimizer step, so
-    the weights and every checkpoint written are finite."""
 
 
 NonFinitePolicy = Literal["skip", "stop"]

@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from detkit.engine.cli import evaluate, train, visualize
 from detkit.engine.errors import ToolArgumentParser, UsageError, one_line, run_tool
@@ -30,6 +31,21 @@ def test_user_errors_are_one_line(capsys):
     assert run_tool(fails_with(FileNotFoundError(2, "No such file", "x.ckpt")), [], prog="t") == 2
     assert capsys.readouterr().err.splitlines() == [
         "t: error: [Errno 2] No such file: 'x.ckpt' (--debug shows the traceback)"]
+    oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert run_tool(fails_with(oom), [], prog="t") == 2  # torch is loaded: a user error too
+    assert capsys.readouterr().err.startswith("t: error: CUDA out of memory.")
+
+
+def test_error_reporting_and_predict_help_load_no_torch():
+    """Every tool reports errors through detkit.engine.errors; importing it (and predict's
+    --help) must stay instant: no torch, no Lightning."""
+    code = ("import sys, runpy; sys.argv = ['predict.py', '--help']\n"
+            "try:\n    runpy.run_path('tools/predict.py', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout
+    assert "--images" in out and out.strip().endswith("[]")
 
 
 def test_a_dataloader_workers_traceback_is_cut_to_its_message():
