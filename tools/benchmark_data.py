@@ -11,29 +11,21 @@ its own fresh process), and each of 4 DataLoader workers' USS/PSS over an epoch.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
+from detkit.benchmarks.arguments import add_config_arguments, config_from_arguments
 from detkit.benchmarks.data import DataBenchConfig, format_data_benchmark, run_data_benchmark
-
-
-def _bool(text: str) -> bool:
-    if text.lower() not in ("true", "false"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return text.lower() == "true"
+from detkit.engine.errors import ToolArgumentParser, run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field in dataclasses.fields(DataBenchConfig):
-        flag = "--" + field.name.replace("_", "-")
-        kind = _bool if isinstance(field.default, bool) else type(field.default)
-        parser.add_argument(flag, type=kind, default=field.default)
-    cfg = DataBenchConfig(**vars(parser.parse_args(argv)))
+    parser = ToolArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, DataBenchConfig)
+    cfg = config_from_arguments(DataBenchConfig, vars(parser.parse_args(argv)))
     print(format_data_benchmark(run_data_benchmark(cfg)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -8,22 +8,21 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
+from detkit.benchmarks.arguments import add_config_arguments, config_from_arguments
 from detkit.benchmarks.eval import EvalBenchConfig, format_eval_benchmark, run_eval_benchmark
+from detkit.engine.errors import ToolArgumentParser, run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field in dataclasses.fields(EvalBenchConfig):
-        flag = "--" + field.name.replace("_", "-")
-        parser.add_argument(flag, type=type(field.default), default=field.default)
-    cfg = EvalBenchConfig(**vars(parser.parse_args(argv)))
+    parser = ToolArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, EvalBenchConfig)
+    cfg = config_from_arguments(EvalBenchConfig, vars(parser.parse_args(argv)))
     print(format_eval_benchmark(run_eval_benchmark(cfg)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

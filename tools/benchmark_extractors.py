@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 
-from detkit.benchmarks.arguments import add_config_arguments, config_from_arguments
+from detkit.benchmarks.arguments import add_config_arguments, config_from_arguments, write_json
 from detkit.benchmarks.extractors import (
     ExtractorBenchConfig,
     format_extractor_report,
@@ -30,12 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     args = vars(parser.parse_args(argv))
     cfg = config_from_arguments(ExtractorBenchConfig, args)
-    out_json = args["json"]
     results = time_extractor_heads(cfg)
     print(format_extractor_report(cfg, results))
-    if out_json:
-        with open(out_json, "w") as f:
-            json.dump({"config": dataclasses.asdict(cfg), "extractors": results}, f, indent=2)
+    write_json(args["json"], {"config": dataclasses.asdict(cfg), "extractors": results})
     return 0
 
 

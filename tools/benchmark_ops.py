@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 
+from detkit.benchmarks.arguments import add_config_arguments, config_from_arguments, write_json
 from detkit.benchmarks.ops import (
     OpsBenchConfig,
     format_results,
@@ -26,19 +26,14 @@ from detkit.engine.errors import ToolArgumentParser, run_tool
 def main(argv: list[str] | None = None) -> int:
     parser = ToolArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field in dataclasses.fields(OpsBenchConfig):
-        flag = "--" + field.name.replace("_", "-")
-        parser.add_argument(flag, type=type(field.default), default=field.default)
+    add_config_arguments(parser, OpsBenchConfig)
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = vars(parser.parse_args(argv))
-    out_json = args.pop("json")
-    cfg = OpsBenchConfig(**args)
+    cfg = config_from_arguments(OpsBenchConfig, args)
     results = run_ops_benchmark(cfg)
     print(format_results(cfg, results))
-    if out_json:
-        with open(out_json, "w") as f:
-            json.dump({"config": dataclasses.asdict(cfg), "results": results_as_dicts(results)},
-                      f, indent=2)
+    write_json(args["json"], {"config": dataclasses.asdict(cfg),
+                              "results": results_as_dicts(results)})
     return 0
 
 

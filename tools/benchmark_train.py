@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 
+from detkit.benchmarks.arguments import add_config_arguments, config_from_arguments, write_json
 from detkit.benchmarks.quality import format_quality, run_quality
 from detkit.benchmarks.train import (
     TrainBenchConfig,
@@ -26,32 +26,24 @@ from detkit.engine.errors import ToolArgumentParser, run_tool
 def main(argv: list[str] | None = None) -> int:
     parser = ToolArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field in dataclasses.fields(TrainBenchConfig):
-        parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default),
-                            default=field.default)
+    add_config_arguments(parser, TrainBenchConfig)
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     parser.add_argument("--quality", metavar="CONFIG",
                         help="instead: train CONFIG and torchvision's Faster R-CNN from scratch "
                              "for the same wall-clock budget, compare test-split AP")
     args = vars(parser.parse_args(argv))
-    out_json = args.pop("json")
-    quality = args.pop("quality")
-    if quality:
-        result = run_quality(quality, seed=args["seed"])
+    cfg = config_from_arguments(TrainBenchConfig, args)
+    if args["quality"]:
+        result = run_quality(args["quality"], seed=cfg.seed)
         print(format_quality(result))
-        if out_json:
-            with open(out_json, "w") as f:
-                json.dump(result, f, indent=2)
+        write_json(args["json"], result)
         return 0
-    cfg = TrainBenchConfig(**args)
     versus = compare_with_torchvision(cfg)
     extractors = compare_extractors(cfg)
     overhead = lightning_overhead(cfg)
     print(format_report(cfg, versus, extractors, overhead))
-    if out_json:
-        with open(out_json, "w") as f:
-            json.dump({"config": dataclasses.asdict(cfg), "versus_torchvision": versus,
-                       "extractors": extractors, "lightning": overhead}, f, indent=2)
+    write_json(args["json"], {"config": dataclasses.asdict(cfg), "versus_torchvision": versus,
+                              "extractors": extractors, "lightning": overhead})
     return 0
 
 

@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from typing import Any
+
+
+def parse_bool(text: str) -> bool:
+    """``true``/``false`` (any case) for a bool flag (``bool("false")`` would be True)."""
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
     """One ``--field-name`` flag per field of the dataclass ``config_cls``, typed and defaulted
-    by the field's default (so fields must have int, float or str defaults)."""
+    by the field's default (so fields must have bool, int, float or str defaults)."""
     for field in dataclasses.fields(config_cls):
-        parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default),
+        kind = parse_bool if isinstance(field.default, bool) else type(field.default)
+        parser.add_argument("--" + field.name.replace("_", "-"), type=kind,
                             default=field.default)
 
 
 def config_from_arguments(config_cls: type, args: dict[str, Any]) -> Any:
     """The ``config_cls`` instance from the parsed flags; removes its fields from ``args``."""
     return config_cls(**{f.name: args.pop(f.name) for f in dataclasses.fields(config_cls)})
+
+
+def write_json(path: str | None, payload: Any) -> None:
+    """``--json PATH``: write ``payload`` there (nothing without a path)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(payload, f, indent=2)
