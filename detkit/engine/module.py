@@ -173,7 +173,6 @@ class DetectionModule(L.LightningModule):
         self.nonfinite_skips = 0  # steps skipped in this run (all), and in a row
         self._skips_in_a_row = 0
         self._base_seed = torch.initial_seed()  # seed_everything's, before any per-step seeding
-        self.last_saved_step: int | None = None  # global step of the latest checkpoint written
 
     # ----------------------------------------------------------------------------- training
     def forward(self, images: list[Tensor], targets: list[dict] | None = None) -> Any:
@@ -288,7 +287,6 @@ class DetectionModule(L.LightningModule):
                 f"refusing to write a checkpoint at step {checkpoint.get('global_step')}: "
                 f"{len(bad)} tensors hold NaN or inf ({', '.join(bad[:3])}"
                 f"{', ...' if len(bad) > 3 else ''})")
-        self.last_saved_step = int(checkpoint.get("global_step", self.global_step))
 
     def _world(self) -> int:
         return self.trainer.world_size if self._trainer is not None else 1
