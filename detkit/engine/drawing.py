@@ -17,8 +17,9 @@ STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
 def to_uint8(image: Tensor) -> Tensor:
-    """Normalised ``Tensor[3, H, W]`` -> displayable ``uint8``."""
-    return ((image.float().cpu() * STD + MEAN).clamp(0, 1) * 255).to(torch.uint8)
+    """Normalised ``Tensor[3, H, W]`` -> displayable ``uint8``, rounded (so that an image
+    normalised from uint8 comes back to its own pixel values)."""
+    return ((image.float().cpu() * STD + MEAN).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def draw_detections(

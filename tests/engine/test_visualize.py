@@ -58,3 +58,12 @@ def test_visualize_writes_images(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "2 of 2 image(s) have no detection scoring >= 1.01" in printed
     assert "no offsets drawn on 2 image(s)" in printed
+
+
+def test_drawings_keep_the_images_own_pixel_values():
+    """predict draws on the user's photo by normalising it and back: rounding, not truncation,
+    so every pixel keeps its value (truncation made many one level darker)."""
+    from detkit.engine.drawing import MEAN, STD, to_uint8
+
+    pixels = torch.arange(256, dtype=torch.uint8).repeat(3, 4, 1)
+    assert torch.equal(to_uint8((pixels.float() / 255 - MEAN) / STD), pixels)
