@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -181,15 +182,30 @@ def build_faster_rcnn(
         roi_extractor: a name in :data:`detkit.models.roi_extractors.EXTRACTORS`.
         roi_extractor_args: that extractor's own keyword arguments.
         rpn, roi_head: settings; None = defaults.
+
+    Randomness: with torch's RNG seeded alike, every extractor gets the same backbone, FPN, RPN
+    and box-head/predictor weights (the head's first layer where the extractors' ``out_features``
+    agree): the extractor's own parameters come from a stream of their own.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     body = build_backbone(backbone, norm=norm, weights=backbone_weights,
                           trainable_layers=trainable_layers, fpn_channels=fpn_channels)
-    extractor = build_roi_extractor(roi_extractor, in_channels=body.out_channels,
-                                    **(roi_extractor_args or {}))
+    extractor = _build_extractor_aside(roi_extractor, body.out_channels, roi_extractor_args or {})
     return FasterRCNN(
         backbone=body,
         rpn=build_rpn(rpn or RPNSettings(), body.out_channels, len(body.strides)),
         roi_heads=build_roi_heads(extractor, num_classes, roi_head or RoIHeadSettings()),
     )
+
+
+def _build_extractor_aside(name: str, in_channels: int, settings: dict[str, Any]) -> RoIExtractor:
+    """Build the extractor from its own random stream, leaving torch's global CPU RNG where it
+    was. Extractors own different numbers of parameters (none for ``roi_align``, millions for
+    ``deform_roi_pool``); drawn from the global stream, they would shift the initial weights of
+    everything built after them (RPN, box head, predictor), and runs with the same seed but
+    different extractors would no longer start from the same shared weights. The stream is
+    seeded by one number drawn from a copy of the global state, so it still follows the seed."""
+    with torch.random.fork_rng(devices=[]):  # the extractor is built on the CPU
+        torch.default_generator.manual_seed(int(torch.randint(0, 2**62, ())))
+        return build_roi_extractor(name, in_channels=in_channels, **settings)

@@ -107,3 +107,30 @@ def test_backbone_weights_load_from_a_local_file(tmp_path):
     with pytest.raises(ValueError, match="not in the file"):
         torch.save({"conv1.weight": reference.conv1.weight}, path)
         build_faster_rcnn(2, backbone="resnet18", norm="frozen_bn", backbone_weights=str(path))
+
+
+def test_the_same_seed_gives_every_extractor_the_same_shared_weights():
+    """Runs that differ only in the extractor start from the same weights everywhere else, and
+    leave torch's RNG in the same state (the data's seeding follows it)."""
+    def build(name):
+        torch.manual_seed(3)
+        model = build_faster_rcnn(3, fpn_channels=64, roi_extractor=name,
+                                  roi_extractor_args=SMALL_ARGS.get(name), rpn=SMALL_RPN,
+                                  roi_head=SMALL_HEAD)
+        shared = {k: v for k, v in model.state_dict().items()
+                  if not k.startswith("roi_heads.box_roi_pool.")}
+        return shared, torch.rand(4), model
+
+    reference, after, _ = build("roi_align")
+    assert {k.split(".")[0] for k in reference} == {"backbone", "rpn", "roi_heads"}
+    for name in ("attention_pool", "deform_roi_pool"):
+        shared, draws, model = build(name)
+        assert sum(p.numel() for p in model.roi_extractor.parameters()) > 0
+        assert shared.keys() == reference.keys()
+        different = [k for k in shared if not torch.equal(shared[k], reference[k])]
+        assert different == [], f"{name}: {different[:3]}"
+        assert torch.equal(draws, after)
+    _, _, again = build("deform_roi_pool")
+    assert all(torch.equal(a, b) for a, b in zip(model.roi_extractor.state_dict().values(),
+                                                 again.roi_extractor.state_dict().values(),
+                                                 strict=True))  # its own stream follows the seed
