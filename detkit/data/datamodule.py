@@ -161,8 +161,9 @@ class DetectionDataModule(LightningDataModule):
     :class:`~detkit.data.base.DetectionDataset`).
 
     Randomness: workers run :func:`~detkit.data.transforms.seed_worker` (with the trainer's global
-    rank); with ``num_workers=0`` :meth:`train_dataloader` seeds the training transforms from
-    torch's global RNG, so ``seed_everything(s, workers=True)`` makes both reproducible.
+    rank); with ``num_workers=0`` :meth:`train_dataloader` seeds the training transforms itself.
+    Both derive from the run's seed and the epoch only (see :meth:`train_dataloader`), so
+    ``seed_everything(s, workers=True)`` makes them reproducible, whatever the model.
 
     Args:
         format: a name in :data:`FORMATS`: ``"coco"`` (needs ``train_images``, ``train_ann``,
@@ -366,7 +367,7 @@ class DetectionDataModule(LightningDataModule):
     def label_to_category_id(self) -> list[int]:
         return self._dataset().label_to_category_id
 
-    def _loader(self, dataset: Dataset, *, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, *, shuffle: bool, seed: int | None = None) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
         return DataLoader(
             dataset,
@@ -377,17 +378,26 @@ class DetectionDataModule(LightningDataModule):
             collate_fn=collate,
             worker_init_fn=partial(seed_worker, rank=rank),
             persistent_workers=self.num_workers > 0,
+            # the workers' base seed (see seed_worker) comes from this generator
+            generator=None if seed is None else torch.Generator().manual_seed(seed),
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches (``(images, targets)``, see :func:`collate`)."""
+        """Shuffled training batches (``(images, targets)``, see :func:`collate`).
+
+        Order and augmentation are functions of the run's seed (``torch.initial_seed()``, set by
+        ``seed_everything``) and the epoch, never of how far torch's RNG has advanced: building
+        the model draws a different amount of random numbers for each architecture, and runs
+        that differ only in the model must see the same batches."""
         if self.train_dataset is None:
             raise RuntimeError("call setup('fit') before train_dataloader()")
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        sequence = np.random.SeedSequence([torch.initial_seed(), epoch])
+        seed = int(sequence.generate_state(1, np.uint64)[0] >> 2)
         if self.num_workers == 0:
-            # No worker starts, so seed_worker never runs: seed the transforms here, from torch's
-            # RNG (seeded by seed_everything), a different stream at each call.
-            seed_transforms(self.train_dataset, int(torch.randint(0, 2**62, ()).item()))
-        return self._loader(self.train_dataset, shuffle=True)
+            # No worker starts, so seed_worker never runs: seed the transforms here.
+            seed_transforms(self.train_dataset, seed)
+        return self._loader(self.train_dataset, shuffle=True, seed=seed)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in dataset order (eval transforms: resize + normalise only): the

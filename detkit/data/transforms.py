@@ -206,7 +206,8 @@ def seed_worker(worker_id: int, rank: int = 0) -> None:
     """DataLoader ``worker_init_fn``: seed torch, ``random``, numpy and the dataset's transforms.
 
     Seeds derive from ``(base_seed, worker_id, rank)`` where ``base_seed = torch.initial_seed() -
-    worker_id`` is what the DataLoader drew from the main process's torch RNG, so a run after
+    worker_id`` is what the DataLoader drew from its ``generator`` (the DataModule seeds one per
+    training loader) or else from the main process's torch RNG, so a run after
     ``seed_everything(s, workers=True)`` is reproducible, workers differ from each other, and
     (with ``rank`` = global rank, as Lightning's own ``pl_worker_init_function`` does) so do DDP
     processes. Passing this function stops Lightning from adding its own worker_init_fn, hence we
