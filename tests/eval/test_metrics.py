@@ -73,7 +73,7 @@ def test_report_columns_and_deltas_come_from_the_definitions():
     summary = summarize(runs, columns)
     table = results_table(summary, columns, seeds=1)
     assert "**0.300**" in table and "| n/a |" in table  # best AP bold; APs has no ground truth
-    deltas = delta_table(summary, columns, "roi_align")
+    deltas = delta_table(runs, columns, "roi_align")  # paired by seed: it needs the runs
     assert "-0.050" in deltas and "2.00x" in deltas and "ΔpARs@300" in deltas
     assert "Δparams" not in deltas  # size is neither accuracy nor speed
 
