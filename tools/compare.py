@@ -3,11 +3,18 @@
     python tools/compare.py --config configs/quickstart.yaml --out runs/compare
     python tools/compare.py --config CFG --extractors roi_align,deform_roi_pool --seeds 3 \\
         --out DIR --trainer.max_steps 2000 --data.batch_size 4
+    python tools/compare.py --config CFG --extractors roi_align,deform_roi_pool --seeds 3 \\
+        --out DIR --vary model.roi_extractor_args.output_size=2,4,7,14
 
-Unrecognised arguments are passed to every training run (data and trainer overrides).
-Writes DIR/report.md, DIR/ap_ar_by_size.png, DIR/ap_vs_iou.png and DIR/runs/ (TensorBoard);
-run again, it reuses finished runs whose resolved config matches, resumes interrupted ones from
-their last.ckpt, and refuses runs trained with other settings (naming them) unless --rerun.
+Unrecognised arguments are passed to every training run (data and trainer overrides). --vary
+KEY=V1,V2,... crosses one more setting (any config key, values read as YAML) with the extractors
+and seeds. Runs with the same seed share initial weights, data order and augmentation; the report
+gives mean ± 95% CI over seeds and the paired difference against --baseline with its CI (* where
+it excludes 0). Writes DIR/report.md, DIR/study.json (every number), plots (DIR/ap_ar_by_size.png
+and DIR/ap_vs_iou.png; with --vary, DIR/effect_vs_KEY.png and DIR/ap_by_size_vs_KEY.png) and
+DIR/runs/ (TensorBoard); run again, it reuses finished runs whose resolved config matches (so a
+grid grows by a seed or a value), resumes interrupted ones from their last.ckpt, and refuses runs
+trained with other settings (naming them) unless --rerun.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import json
 import logging
 import sys
 
-from detkit.engine.compare import DEFAULT_EXTRACTORS, compare
+from detkit.engine.compare import DEFAULT_EXTRACTORS, compare, parse_sweep
 from detkit.engine.errors import ToolArgumentParser, run_tool
 
 
@@ -28,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extractors", default=",".join(DEFAULT_EXTRACTORS))
     parser.add_argument("--out", required=True)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--vary", metavar="KEY=V1,V2,...",
+                        help="sweep one setting, e.g. data.synthetic.deformation=none,mild,strong")
+    parser.add_argument("--baseline", help="extractor the differences are taken against "
+                        "(default: roi_align if among --extractors, else the first)")
     parser.add_argument("--rerun", action="store_true",
                         help="retrain runs in --out whose settings differ (else refused)")
     parser.add_argument("--extractor-args", default="{}",
@@ -36,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     report = compare(args.config, [e for e in args.extractors.split(",") if e], args.out,
                      seeds=args.seeds, overrides=overrides,
-                     extractor_args=json.loads(args.extractor_args), rerun=args.rerun)
+                     extractor_args=json.loads(args.extractor_args), rerun=args.rerun,
+                     sweep=parse_sweep(args.vary) if args.vary else None,
+                     baseline=args.baseline)
     print(report.read_text())
     print(f"\nreport: {report}")
     return 0

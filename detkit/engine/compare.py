@@ -1,28 +1,40 @@
 """The pooling study: train and evaluate several RoI extractors under one budget, then report.
 
 Every run uses the same config, data, schedule and seed list; only ``model.roi_extractor`` (and
-its own ``roi_extractor_args``) changes. Runs land in ``OUT/runs/<extractor>/seed<S>/``
-(TensorBoard logs, checkpoints, ``run.json``, ``metrics.json``). A finished run is reused only
-when its resolved config matches; an interrupted one resumes from its own ``last.ckpt``, so a
-study picks up where it stopped (see :func:`run_one`).
+its own ``roi_extractor_args``) changes. Runs with the same seed share the initial weights of
+every shared module, the data order and the augmentation (see ``build_faster_rcnn`` and
+``DetectionDataModule.train_dataloader``), so the report pairs them by seed. Runs land in
+``OUT/runs/<extractor>/seed<S>/`` (TensorBoard logs, checkpoints, ``run.json``,
+``metrics.json``). A finished run is reused only when its resolved config matches; an
+interrupted one resumes from its own ``last.ckpt``, so a study picks up where it stopped (see
+:func:`run_one`).
+
+A sweep (:class:`Sweep`, ``--vary KEY=V1,V2,...``) crosses one more setting with the extractors
+and seeds: each value's runs land in ``OUT/runs/<extractor>/<KEY>=<V>/seed<S>/``, so growing
+the grid by a seed or a value reuses every finished run.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import platform
+import re
 import shlex
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from detkit.engine.cli import resolve_config, train
 from detkit.engine.runs import (
     CHECKPOINT,
+    NOT_RESULT_KEYS,
     RunFolderError,
     changed_settings,
     clear,
@@ -32,12 +44,99 @@ from detkit.engine.runs import (
     run_key,
     run_lock,
 )
-from detkit.eval.report import write_report
+from detkit.eval.report import write_report, write_sweep_report
 from detkit.models import EXTRACTORS
 
 log = logging.getLogger("detkit.compare")
 
 DEFAULT_EXTRACTORS = tuple(EXTRACTORS)  # the study runs every extractor, in EXTRACTORS' order
+
+
+EXTRACTOR_ARGS = "model.roi_extractor_args"
+# chosen by --extractors and --seeds, never swept
+NOT_SWEPT = ("model.roi_extractor", "seed_everything")
+BASELINE = "roi_align"  # the default baseline of the differences, when among the extractors
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # YAML 1.1 reads 1e-3 as text
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One config setting (a dotted key as on the training command line, e.g. ``data.min_size``
+    or ``model.roi_extractor_args.output_size``) and the values a study tries."""
+
+    key: str
+    values: tuple[Any, ...]
+
+    def label(self, value: Any) -> str:
+        """``KEY=VALUE``: the run folder level and the report heading of ``value``."""
+        return f"{self.key}={value_text(value)}".replace("%", "%25").replace("/", "%2F")
+
+    def argument(self) -> str:
+        """The ``--vary`` text that gives this sweep."""
+        return f"{self.key}={','.join(value_text(v) for v in self.values)}"
+
+
+def value_text(value: Any) -> str:
+    """A setting's value as the training command line reads it (text as is, else JSON)."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def parse_sweep(text: str) -> Sweep:
+    """``KEY=V1,V2,...`` -> :class:`Sweep`. The values are read as one YAML flow sequence, so
+    numbers, ``true``, text and lists work: ``model.roi_extractor_args.grids=[1,2],[1,2,4]``.
+
+    Raises:
+        ValueError: no ``=``, no values, a value twice, or a key that is not swept (the
+            extractor and the seed have their own options; paths and logging settings do not
+            change results).
+    """
+    key, equals, values_text = text.partition("=")
+    key = key.strip().removeprefix("--")
+    if not equals or not key or not values_text.strip():
+        raise ValueError(f"--vary takes KEY=V1,V2,... (e.g. data.min_size=480,640), got {text!r}")
+    if key in NOT_SWEPT:
+        raise ValueError(f"--vary {key}: choose extractors with --extractors and the number of "
+                         "seeds with --seeds")
+    if key == EXTRACTOR_ARGS:
+        raise ValueError(f"--vary {key}: vary one of its settings, {key}.NAME (merged into each "
+                         "extractor's --extractor-args)")
+    if any(key == k or key.startswith(k + ".") for k in NOT_RESULT_KEYS):
+        raise ValueError(f"--vary {key}: this setting does not change a run's results")
+    try:
+        values = yaml.safe_load(f"[{values_text}]")
+    except yaml.YAMLError as error:
+        raise ValueError(f"--vary {key}: cannot read the values {values_text!r} as YAML "
+                         f"({str(error).splitlines()[0]})") from error
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"--vary {key}: no values in {values_text!r}")
+    values = tuple(float(v) if isinstance(v, str) and _EXPONENT_FLOAT.fullmatch(v) else v
+                   for v in values)
+    sweep = Sweep(key, values)
+    labels = [sweep.label(v) for v in values]
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"--vary {key}: give each value once, got {values_text!r}")
+    return sweep
+
+
+def _with_setting(args: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
+    """A copy of ``args`` (an extractor's settings) with ``value`` at the dotted ``path``."""
+    merged = copy.deepcopy(args)
+    node = merged
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+    return merged
+
+
+def pick_baseline(extractors: Sequence[str], baseline: str | None) -> str:
+    """``baseline`` when given (it must be among ``extractors``), else ``roi_align`` when among
+    them, else the first."""
+    if baseline is None:
+        return BASELINE if BASELINE in extractors else extractors[0]
+    if baseline not in extractors:
+        raise ValueError(f"--baseline {baseline} is not among the extractors "
+                         f"({', '.join(extractors)})")
+    return baseline
 
 
 def run_dir(out: Path, extractor: str, seed: int, variant: str | None = None) -> Path:
@@ -49,18 +148,29 @@ def run_dir(out: Path, extractor: str, seed: int, variant: str | None = None) ->
 
 def run_one(config: str | None, extractor: str, seed: int, out: Path, overrides: Sequence[str],
             extractor_args: dict[str, Any], train_fn: Callable[[list[str]], dict], *,
-            rerun: bool = False) -> dict:
-    """Train + evaluate one extractor with one seed, or load the finished run.
+            rerun: bool = False, sweep: Sweep | None = None, value: Any = None) -> dict:
+    """Train + evaluate one extractor with one seed (and, in a ``sweep``, its setting at
+    ``value``), or load the finished run.
 
     The run's folder is reused only when its ``run.json`` key (the resolved config, see
     :mod:`detkit.engine.runs`) equals this request's: a finished run is loaded, a partial one
     resumes from its own ``last.ckpt``. A folder from other settings is refused, naming the
     settings that differ (``rerun=True`` clears and retrains it); one without a key or without a
-    checkpoint is cleared first. The folder is locked while this process uses it."""
-    directory = run_dir(out, extractor, seed)
-    argv = ([] if config is None else ["--config", config]) + list(overrides) + [
+    checkpoint is cleared first. The folder is locked while this process uses it.
+
+    A swept ``model.roi_extractor_args.NAME`` is merged into this extractor's
+    ``extractor_args``; any other key is passed as ``--KEY VALUE`` after ``overrides``. Whether
+    it applies is the run config's (or the extractor's) to say."""
+    args, setting = dict(extractor_args.get(extractor, {})), []
+    if sweep is not None:
+        if sweep.key.startswith(EXTRACTOR_ARGS + "."):
+            args = _with_setting(args, sweep.key.split(".")[2:], value)
+        else:
+            setting = [f"--{sweep.key}", value_text(value)]
+    directory = run_dir(out, extractor, seed, None if sweep is None else sweep.label(value))
+    argv = ([] if config is None else ["--config", config]) + list(overrides) + setting + [
         "--model.roi_extractor", extractor,
-        "--model.roi_extractor_args", json.dumps(extractor_args.get(extractor, {})),
+        "--model.roi_extractor_args", json.dumps(args),
         "--seed_everything", str(seed),
         "--run_dir", str(directory),
     ]
@@ -83,7 +193,8 @@ def run_one(config: str | None, extractor: str, seed: int, out: Path, overrides:
             clear(directory)
         else:
             log.info("resuming partial run %s from its last.ckpt", directory)
-    log.info("training %s, seed %d", extractor, seed)
+    log.info("training %s, seed %d%s", extractor, seed,
+             "" if sweep is None else f", {sweep.label(value)}")
     start = time.perf_counter()
     metrics = train_fn(argv)  # takes the folder's lock itself
     metrics["wall_seconds"] = time.perf_counter() - start
@@ -95,9 +206,17 @@ def run_one(config: str | None, extractor: str, seed: int, out: Path, overrides:
 
 def compare(config: str | None, extractors: Sequence[str], out: str | Path, *, seeds: int = 1,
             overrides: Sequence[str] = (), extractor_args: dict[str, Any] | None = None,
-            train_fn: Callable[[list[str]], dict] = train, rerun: bool = False) -> Path:
-    """Run the study and write ``out/report.md`` with its plots; returns the report path.
-    ``rerun``: retrain runs whose folder holds other settings (else they are refused)."""
+            train_fn: Callable[[list[str]], dict] = train, rerun: bool = False,
+            sweep: Sweep | None = None, baseline: str | None = None) -> Path:
+    """Run the study and write ``out/report.md`` with its plots and ``out/study.json``; returns
+    the report path. Runs go seed by seed (every value and extractor of seed 0 first), so an
+    interrupted study leaves complete pairs.
+
+    Args:
+        sweep: also vary one setting (each value crossed with every extractor and seed).
+        baseline: the extractor the differences are taken against (:func:`pick_baseline`).
+        rerun: retrain runs whose folder holds other settings (else they are refused).
+    """
     from detkit.models import EXTRACTORS
 
     unknown = [e for e in extractors if e not in EXTRACTORS]
@@ -105,22 +224,43 @@ def compare(config: str | None, extractors: Sequence[str], out: str | Path, *, s
         raise ValueError(f"unknown extractors {unknown}; valid names: {', '.join(EXTRACTORS)}")
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
+    base = pick_baseline(extractors, baseline)
     out = Path(out)
-    runs = {e: [run_one(config, e, s, out, overrides, extractor_args or {}, train_fn,
-                        rerun=rerun) for s in range(seeds)] for e in extractors}
+    values = (None,) if sweep is None else sweep.values
+    grid: list[dict[str, dict[int, dict]]] = [{e: {} for e in extractors} for _ in values]
+    for seed in range(seeds):
+        for runs, value in zip(grid, values, strict=True):
+            for extractor in extractors:
+                runs[extractor][seed] = run_one(config, extractor, seed, out, overrides,
+                                                extractor_args or {}, train_fn, rerun=rerun,
+                                                sweep=sweep, value=value)
+    setup = _setup_lines(config, extractors, out, seeds, overrides, sweep, baseline, base)
+    title = "RoI extractor comparison"
+    if sweep is None:
+        return write_report(grid[0], out, title=title, setup_lines=setup, baseline=base)
+    return write_sweep_report(list(zip(values, grid, strict=True)), sweep.key, out,
+                              title=f"{title} by {sweep.key}", setup_lines=setup, baseline=base)
+
+
+def _setup_lines(config: str | None, extractors: Sequence[str], out: Path, seeds: int,
+                 overrides: Sequence[str], sweep: Sweep | None, baseline: str | None,
+                 base: str) -> list[str]:
     command = "python tools/compare.py " + shlex.join(
         (["--config", config] if config else []) + ["--extractors", ",".join(extractors),
                                                     "--out", str(out), "--seeds", str(seeds)]
-        + list(overrides))
-    setup = [
+        + ([] if sweep is None else ["--vary", sweep.argument()])
+        + ([] if baseline is None else ["--baseline", baseline]) + list(overrides))
+    folders = "EXTRACTOR/seedS" if sweep is None else f"EXTRACTOR/{sweep.key}=VALUE/seedS"
+    return [
         f"Command: `{command}`",
         "",
         f"Seeds: {seeds} (0..{seeds - 1}); every extractor trained with the same config, data, "
-        "schedule and budget. Machine: "
+        "schedule and budget; runs with the same seed share the initial weights of every shared "
+        f"module, the data order and the augmentation. Differences against {base}. Machine: "
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"
         f"{', CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else ''}; "
         f"torch {torch.__version__}.",
         "",
-        f"TensorBoard, all runs side by side: `tensorboard --logdir {out / 'runs'}`",
+        f"Runs: `{out / 'runs'}/{folders}`. TensorBoard, all runs side by side: "
+        f"`tensorboard --logdir {out / 'runs'}`",
     ]
-    return write_report(runs, out, title="RoI extractor comparison", setup_lines=setup)

@@ -1,0 +1,119 @@
+"""Sweeps (--vary) crossed with extractors and seeds, with a fake training function: the grid
+grows by a seed or a value reusing every finished run, and an interrupted run resumes."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from detkit.engine.cli import resolve_config
+from detkit.engine.compare import compare, parse_sweep, pick_baseline
+from detkit.engine.runs import CHECKPOINT, run_key, write_key
+
+SIZE = "model.roi_extractor_args.output_size"
+BONUS = {"roi_align": 0.0, "deform_roi_pool": 0.02}
+
+
+class FakeTrain:
+    """Writes what a real run leaves (run.json, last.ckpt) and returns metrics that depend on the
+    extractor, seed and output size; records each call, and whether it found a checkpoint to
+    resume. ``interrupt``: (extractor, seed, size) of a run that stops after its checkpoint."""
+
+    def __init__(self, interrupt=None):
+        self.calls, self.interrupt = [], interrupt
+
+    def __call__(self, argv):
+        config = resolve_config(argv)
+        model, directory = config["model"], Path(config["run_dir"])
+        size = model["roi_extractor_args"]["output_size"]
+        run = (model["roi_extractor"], config["seed_everything"], size)
+        self.calls.append((*run, (directory / CHECKPOINT).exists(), model["roi_extractor_args"]))
+        write_key(directory, run_key(config))
+        (directory / CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
+        (directory / CHECKPOINT).write_bytes(b"")
+        if run == self.interrupt:
+            raise KeyboardInterrupt
+        ap = 0.3 + 0.05 * run[1] + BONUS[run[0]] + 0.01 * size
+        return {"AP": ap, "AP50": ap + 0.2, "AP75": ap - 0.1, "APs": -1.0, "APm": ap,
+                "APl": ap + 0.1, "ARs": -1.0, "ARm": 0.5, "ARl": 0.6, "params": 1e6}
+
+    def runs(self):
+        return sorted(c[:3] for c in self.calls)
+
+
+def study(out, train_fn, sizes, seeds):
+    return compare(None, ["roi_align", "deform_roi_pool"], out, seeds=seeds,
+                   sweep=parse_sweep(f"{SIZE}={sizes}"), train_fn=train_fn,
+                   extractor_args={"deform_roi_pool": {"offset_fc_channels": 32}})
+
+
+def test_a_sweep_grows_by_a_seed_or_a_value_and_resumes(tmp_path):
+    out = tmp_path / "study"
+    first = FakeTrain()
+    report = study(out, first, "2,4", seeds=1).read_text()
+    assert first.runs() == [(e, 0, s) for e in ("deform_roi_pool", "roi_align") for s in (2, 4)]
+    # the swept setting is merged into the extractor's own settings, not replacing them
+    assert {json.dumps(c[4], sort_keys=True) for c in first.calls if c[0] == "deform_roi_pool"} \
+        == {'{"offset_fc_channels": 32, "output_size": 2}',
+            '{"offset_fc_channels": 32, "output_size": 4}'}
+    assert (out / "runs" / "roi_align" / f"{SIZE}=4" / "seed0" / "metrics.json").exists()
+    assert f"## {SIZE} = 2" in report and f"## {SIZE} = 4" in report
+    assert f"--vary {SIZE}=2,4" in report and "Differences against roi_align" in report
+
+    grow_seed = FakeTrain()
+    study(out, grow_seed, "2,4", seeds=2)  # one more seed: only seed 1 trains
+    assert grow_seed.runs() == [(e, 1, s) for e in ("deform_roi_pool", "roi_align")
+                                for s in (2, 4)]
+    assert not any(c[3] for c in grow_seed.calls)  # fresh runs, nothing to resume
+
+    interrupted = FakeTrain(interrupt=("deform_roi_pool", 1, 7))
+    with pytest.raises(KeyboardInterrupt):
+        study(out, interrupted, "2,4,7", seeds=2)  # one more value, stopped in its last run
+    assert interrupted.runs() == [("deform_roi_pool", 0, 7), ("deform_roi_pool", 1, 7),
+                                  ("roi_align", 0, 7), ("roi_align", 1, 7)]
+    resumed = FakeTrain()
+    report = study(out, resumed, "2,4,7", seeds=2).read_text()
+    assert [c[:4] for c in resumed.calls] == [("deform_roi_pool", 1, 7, True)]
+
+    # paired over seeds 0 and 1: deform_roi_pool is 0.02 above roi_align on every seed
+    values = json.loads((out / "study.json").read_text())["values"]
+    assert [v["value"] for v in values] == [2, 4, 7]
+    difference = values[2]["extractors"]["deform_roi_pool"]["differences"]["AP"]
+    assert difference["mean"] == pytest.approx(0.02) and difference["effect"] is True
+    assert difference["seeds"] == [0, 1]
+    assert values[0]["extractors"]["roi_align"]["metrics"]["AP"]["mean"] == pytest.approx(0.345)
+    assert (out / f"effect_vs_{SIZE}.png").exists() and "+0.020 ± 0.000 *" in report
+
+
+def test_any_config_key_is_passed_to_the_runs(tmp_path):
+    seen = []
+
+    def train_fn(argv):
+        config = resolve_config(argv)
+        seen.append((config["data"]["synthetic"]["deformation"], config["run_dir"]))
+        write_key(Path(config["run_dir"]), run_key(config))
+        return {"AP": 0.5}
+
+    compare(None, ["roi_pool"], tmp_path, train_fn=train_fn,
+            sweep=parse_sweep("data.synthetic.deformation=none,strong"))
+    assert seen == [(v, str(tmp_path / "runs" / "roi_pool" / f"data.synthetic.deformation={v}"
+                            / "seed0")) for v in ("none", "strong")]
+
+
+def test_sweep_values_and_refusals():
+    assert parse_sweep(f"{SIZE}=2,4,7,14").values == (2, 4, 7, 14)
+    assert parse_sweep("data.synthetic.deformation=none,mild").values == ("none", "mild")
+    grids = parse_sweep("model.roi_extractor_args.grids=[1,2],[1,2,4]")
+    assert grids.values == ([1, 2], [1, 2, 4])
+    assert grids.label([1, 2]) == "model.roi_extractor_args.grids=[1,2]"
+    assert parse_sweep("model.optimizer.lr=1e-3,0.02").values == (0.001, 0.02)
+    for text, message in [("data.min_size", "KEY=V1"), ("seed_everything=1,2", "--seeds"),
+                          ("model.roi_extractor=a,b", "--extractors"), ("x=1,1", "once"),
+                          ("run_dir=a,b", "does not change"), ("x=[1", "YAML"),
+                          ("model.roi_extractor_args={}", "one of its settings")]:
+        with pytest.raises(ValueError, match=message):
+            parse_sweep(text)
+    assert pick_baseline(["roi_pool", "roi_align"], None) == "roi_align"
+    assert pick_baseline(["roi_pool", "spp"], None) == "roi_pool"
+    with pytest.raises(ValueError, match="not among"):
+        pick_baseline(["roi_pool"], "roi_align")
