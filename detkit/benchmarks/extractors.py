@@ -18,7 +18,7 @@ from torch import Tensor
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 
 from detkit.benchmarks.timing import interleaved_medians
-from detkit.models import EXTRACTORS, build_roi_extractor
+from detkit.models import EXTRACTORS, build_roi_extractor, check_extractor_names
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,7 @@ def time_extractor_heads(cfg: ExtractorBenchConfig) -> dict[str, dict[str, float
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     names = list(dict.fromkeys(["roi_align", *(n for n in cfg.extractors.split(",") if n)]))
-    unknown = [n for n in names if n not in EXTRACTORS]
-    if unknown:
-        raise ValueError(f"unknown extractors {unknown}; valid names: {', '.join(EXTRACTORS)}")
+    check_extractor_names(names)
     features, boxes = make_inputs(cfg)
     image_sizes = [(cfg.image_size, cfg.image_size)] * cfg.batch
     device = torch.device(cfg.device)

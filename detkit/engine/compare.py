@@ -45,7 +45,7 @@ from detkit.engine.runs import (
     run_lock,
 )
 from detkit.eval.report import write_report, write_sweep_report
-from detkit.models import EXTRACTORS
+from detkit.models import EXTRACTORS, check_extractor_names
 
 log = logging.getLogger("detkit.compare")
 
@@ -217,11 +217,7 @@ def compare(config: str | None, extractors: Sequence[str], out: str | Path, *, s
         baseline: the extractor the differences are taken against (:func:`pick_baseline`).
         rerun: retrain runs whose folder holds other settings (else they are refused).
     """
-    from detkit.models import EXTRACTORS
-
-    unknown = [e for e in extractors if e not in EXTRACTORS]
-    if unknown:
-        raise ValueError(f"unknown extractors {unknown}; valid names: {', '.join(EXTRACTORS)}")
+    check_extractor_names(extractors)
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
     base = pick_baseline(extractors, baseline)

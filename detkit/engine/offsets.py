@@ -19,6 +19,16 @@ from detkit.models import EXTRACTORS, BinLayout, FasterRCNN
 from detkit.models.faster_rcnn import batch_images
 
 
+def check_moves_bins(model: FasterRCNN) -> None:
+    """Raise ``ValueError`` unless the model's extractor moves its bins (learns offsets),
+    naming the extractors that do."""
+    extractor = model.roi_extractor
+    if not extractor.moves_bins:
+        movers = ", ".join(name for name, cls in EXTRACTORS.items() if cls.moves_bins)
+        raise ValueError(f"{type(extractor).__name__} learns no offsets: its bins are a fixed "
+                         f"grid; extractors that move their bins: {movers}")
+
+
 @torch.no_grad()
 def bin_layout(model: FasterRCNN, image: Tensor, boxes_xyxy: Tensor) -> BinLayout:
     """Bins of ``boxes_xyxy: Tensor[K, 4]`` (input-image pixels) on ``image: Tensor[3, H, W]``
@@ -27,11 +37,8 @@ def bin_layout(model: FasterRCNN, image: Tensor, boxes_xyxy: Tensor) -> BinLayou
     Raises:
         ValueError: the model's extractor does not move its bins.
     """
+    check_moves_bins(model)
     extractor = model.roi_extractor
-    if not extractor.moves_bins:
-        movers = ", ".join(name for name, cls in EXTRACTORS.items() if cls.moves_bins)
-        raise ValueError(f"{type(extractor).__name__} learns no offsets: its bins are a fixed "
-                         f"grid; extractors that move their bins: {movers}")
     features = model.backbone(batch_images([image], model.size_divisible).tensors)
     layout = extractor.bin_layout(features, [boxes_xyxy])
     if layout is None:

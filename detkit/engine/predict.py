@@ -32,7 +32,7 @@ from detkit.data.datamodule import DetectionDataModule
 from detkit.engine.cli import load_module, read_checkpoint
 from detkit.engine.drawing import draw_detections, save_png
 from detkit.eval import to_coco_results
-from detkit.models import EXTRACTORS, FasterRCNN
+from detkit.models import FasterRCNN
 
 ImageInput = str | os.PathLike | np.ndarray | Tensor
 """A file path, a ``uint8 [H, W, 3]`` RGB array, or a ``float Tensor[3, H, W]`` in ``[0, 1]``."""
@@ -371,7 +371,9 @@ def predict_files(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if offsets:
-        _check_offsets(detector.model)
+        from detkit.engine.offsets import check_moves_bins
+
+        check_moves_bins(detector.model)
     out.mkdir(parents=True, exist_ok=True)
     run, results = PredictionRun(), []
     stems = _unique_stems([path for path, _ in files])
@@ -424,13 +426,6 @@ def _drawing(array: np.ndarray, found: Detections, category_names: list[str]) ->
     # score_thresh -inf: `found` is already thresholded
     return draw_detections(normalised, {"boxes_xyxy": torch.zeros(0, 4)}, output,
                            category_names, float("-inf"))
-
-
-def _check_offsets(model: FasterRCNN) -> None:
-    if not model.roi_extractor.moves_bins:
-        names = ", ".join(n for n, c in EXTRACTORS.items() if c.moves_bins)
-        raise ValueError(f"--offsets: the {type(model.roi_extractor).__name__} extractor learns "
-                         f"no offsets (these do: {names})")
 
 
 def _offsets_drawing(model: FasterRCNN, prediction: _Prediction, score_thresh: float

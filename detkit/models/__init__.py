@@ -13,6 +13,7 @@ from detkit.models.roi_extractors import (
     BinLayout,
     RoIExtractor,
     build_roi_extractor,
+    check_extractor_names,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "build_backbone",
     "build_faster_rcnn",
     "build_roi_extractor",
+    "check_extractor_names",
 ]

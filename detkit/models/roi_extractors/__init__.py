@@ -14,6 +14,7 @@ level per RoI, fused), ``position_sensitive`` (per-bin channel groups of a thin 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from detkit.models.roi_extractors.all_level import PyramidFusionExtractor
@@ -47,6 +48,14 @@ EXTRACTORS: dict[str, type[RoIExtractor]] = {
     "psroi_align": PSRoIAlignExtractor,
     "deform_psroi_pool": DeformPSRoIPoolExtractor,
 }
+
+
+def check_extractor_names(names: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming every name not in :data:`EXTRACTORS`, and the valid ones
+    (for lists of extractors the user typed: the study, the benchmarks)."""
+    unknown = [name for name in names if name not in EXTRACTORS]
+    if unknown:
+        raise ValueError(f"unknown extractors {unknown}; valid names: {', '.join(EXTRACTORS)}")
 
 
 def build_roi_extractor(name: str, *, in_channels: int, **settings: Any) -> RoIExtractor:
