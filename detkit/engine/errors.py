@@ -10,7 +10,8 @@ mistake (:data:`USER_ERRORS`) is what detkit raises about its input, and says ho
 - ``argparse.ArgumentError`` (jsonargparse's too) and :class:`UsageError` (a ValueError, from
   :class:`ToolArgumentParser`): unknown options, values of the wrong type;
 - ``NonFiniteLossError``: training diverged (the message names the step and the good checkpoint);
-- ``torch.cuda.OutOfMemoryError``: the batch or the images are too large for the device.
+- ``torch.cuda.OutOfMemoryError``: the batch or the images are too large for the device;
+- Lightning's ``MisconfigurationException``: Trainer settings this machine cannot run (no GPU).
 
 Anything else (``TypeError``, ``KeyError``, ``AttributeError``, other ``RuntimeError`` ...) is a
 bug in detkit or in a library: its traceback is printed, with a line that says so. ``--debug``
@@ -54,10 +55,15 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """:data:`USER_ERRORS`, plus CUDA's out-of-memory error once torch is loaded (before that,
-    nothing could have raised it)."""
-    torch = sys.modules.get("torch")
-    return USER_ERRORS + ((torch.cuda.OutOfMemoryError,) if torch is not None else ())
+    """:data:`USER_ERRORS`, plus CUDA's out-of-memory error once torch is loaded and Lightning's
+    ``MisconfigurationException`` once Lightning is (e.g. ``--trainer.accelerator gpu`` on a
+    machine without one); before they are loaded, nothing could have raised them."""
+    errors = USER_ERRORS
+    if (torch := sys.modules.get("torch")) is not None:
+        errors += (torch.cuda.OutOfMemoryError,)
+    if (lightning := sys.modules.get("lightning.fabric.utilities.exceptions")) is not None:
+        errors += (lightning.MisconfigurationException,)
+    return errors
 
 
 class ToolArgumentParser(argparse.ArgumentParser):

@@ -34,6 +34,11 @@ def test_user_errors_are_one_line(capsys):
     oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert run_tool(fails_with(oom), [], prog="t") == 2  # torch is loaded: a user error too
     assert capsys.readouterr().err.startswith("t: error: CUDA out of memory.")
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    no_gpu = MisconfigurationException("No supported gpu backend found!")
+    assert run_tool(fails_with(no_gpu), [], prog="t") == 2  # --trainer.accelerator gpu, no GPU
+    assert capsys.readouterr().err.startswith("t: error: No supported gpu backend found!")
 
 
 def test_error_reporting_and_predict_help_load_no_torch():
