@@ -3,8 +3,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from detkit.benchmarks.arguments import add_config_arguments, config_from_arguments
-from detkit.engine.errors import ToolArgumentParser, UsageError
+from detkit.benchmarks.arguments import config_from_arguments, config_parser
+from detkit.engine.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -16,9 +16,8 @@ class Config:
 
 
 def test_config_flags_are_typed_and_bools_parse_false():
-    parser = ToolArgumentParser()
-    add_config_arguments(parser, Config)
-    parser.add_argument("--json")
+    parser = config_parser("a benchmark", Config, json_help="also write JSON")
+    assert parser.description == "a benchmark"
     args = vars(parser.parse_args(["--size", "8", "--workers", "false", "--json", "x.json"]))
     assert config_from_arguments(Config, args) == Config(size=8, workers=False)
     assert args == {"json": "x.json"}  # the config's fields are taken out

@@ -10,18 +10,15 @@ its own fresh process), and each of 4 DataLoader workers' USS/PSS over an epoch.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from detkit.benchmarks.arguments import add_config_arguments, config_from_arguments
+from detkit.benchmarks.arguments import config_from_arguments, config_parser
 from detkit.benchmarks.data import DataBenchConfig, format_data_benchmark, run_data_benchmark
-from detkit.engine.errors import ToolArgumentParser, run_tool
+from detkit.engine.errors import run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ToolArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, DataBenchConfig)
+    parser = config_parser(__doc__, DataBenchConfig)
     cfg = config_from_arguments(DataBenchConfig, vars(parser.parse_args(argv)))
     print(format_data_benchmark(run_data_benchmark(cfg)))
     return 0

@@ -7,18 +7,15 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from detkit.benchmarks.arguments import add_config_arguments, config_from_arguments
+from detkit.benchmarks.arguments import config_from_arguments, config_parser
 from detkit.benchmarks.eval import EvalBenchConfig, format_eval_benchmark, run_eval_benchmark
-from detkit.engine.errors import ToolArgumentParser, run_tool
+from detkit.engine.errors import run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ToolArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, EvalBenchConfig)
+    parser = config_parser(__doc__, EvalBenchConfig)
     cfg = config_from_arguments(EvalBenchConfig, vars(parser.parse_args(argv)))
     print(format_eval_benchmark(run_eval_benchmark(cfg)))
     return 0

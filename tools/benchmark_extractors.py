@@ -9,24 +9,21 @@ For a whole Faster R-CNN step per extractor (backbone included) see tools/benchm
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 
-from detkit.benchmarks.arguments import add_config_arguments, config_from_arguments, write_json
+from detkit.benchmarks.arguments import config_from_arguments, config_parser, write_json
 from detkit.benchmarks.extractors import (
     ExtractorBenchConfig,
     format_extractor_report,
     time_extractor_heads,
 )
-from detkit.engine.errors import ToolArgumentParser, run_tool
+from detkit.engine.errors import run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ToolArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, ExtractorBenchConfig)
-    parser.add_argument("--json", help="also write the numbers to this JSON file")
+    parser = config_parser(__doc__, ExtractorBenchConfig,
+                           json_help="also write the numbers to this JSON file")
     args = vars(parser.parse_args(argv))
     cfg = config_from_arguments(ExtractorBenchConfig, args)
     results = time_extractor_heads(cfg)

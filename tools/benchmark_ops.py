@@ -9,25 +9,22 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 
-from detkit.benchmarks.arguments import add_config_arguments, config_from_arguments, write_json
+from detkit.benchmarks.arguments import config_from_arguments, config_parser, write_json
 from detkit.benchmarks.ops import (
     OpsBenchConfig,
     format_results,
     results_as_dicts,
     run_ops_benchmark,
 )
-from detkit.engine.errors import ToolArgumentParser, run_tool
+from detkit.engine.errors import run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ToolArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, OpsBenchConfig)
-    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser = config_parser(__doc__, OpsBenchConfig,
+                           json_help="also write the results to this JSON file")
     args = vars(parser.parse_args(argv))
     cfg = config_from_arguments(OpsBenchConfig, args)
     results = run_ops_benchmark(cfg)

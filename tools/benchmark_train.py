@@ -7,11 +7,10 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 
-from detkit.benchmarks.arguments import add_config_arguments, config_from_arguments, write_json
+from detkit.benchmarks.arguments import config_from_arguments, config_parser, write_json
 from detkit.benchmarks.quality import format_quality, run_quality
 from detkit.benchmarks.train import (
     TrainBenchConfig,
@@ -20,14 +19,12 @@ from detkit.benchmarks.train import (
     format_report,
     lightning_overhead,
 )
-from detkit.engine.errors import ToolArgumentParser, run_tool
+from detkit.engine.errors import run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ToolArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, TrainBenchConfig)
-    parser.add_argument("--json", help="also write the numbers to this JSON file")
+    parser = config_parser(__doc__, TrainBenchConfig,
+                           json_help="also write the numbers to this JSON file")
     parser.add_argument("--quality", metavar="CONFIG",
                         help="instead: train CONFIG and torchvision's Faster R-CNN from scratch "
                              "for the same wall-clock budget, compare test-split AP")

@@ -24,6 +24,21 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
                             default=field.default)
 
 
+def config_parser(description: str | None, config_cls: type, *,
+                  json_help: str | None = None) -> argparse.ArgumentParser:
+    """A benchmark tool's parser: its module docstring as the help text (layout kept), one flag
+    per field of ``config_cls`` (:func:`add_config_arguments`), and ``--json PATH`` when
+    ``json_help`` is given. Errors are one line through the tool's ``run_tool``."""
+    from detkit.engine.errors import ToolArgumentParser  # light: no torch, no Lightning
+
+    parser = ToolArgumentParser(description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, config_cls)
+    if json_help:
+        parser.add_argument("--json", help=json_help)
+    return parser
+
+
 def config_from_arguments(config_cls: type, args: dict[str, Any]) -> Any:
     """The ``config_cls`` instance from the parsed flags; removes its fields from ``args``."""
     return config_cls(**{f.name: args.pop(f.name) for f in dataclasses.fields(config_cls)})
