@@ -30,7 +30,10 @@ def check_annotation_ids(annotations: list[dict[str, Any]]) -> int:
     Raises:
         ValueError: naming the annotation, for a repeated id or an id below 1.
     """
-    used: set[int] = set()
+    given = [ann["id"] for ann in annotations if ann.get("id") is not None]
+    if len(set(given)) == len(given) and all(i >= 1 for i in given):
+        return max(given, default=0)
+    used: set[int] = set()  # a repeat or a bad id: find and name the first
     for index, ann in enumerate(annotations):
         if ann.get("id") is None:
             continue

@@ -158,6 +158,20 @@ MALFORMED = {
     "repeated_annotation_id": (lambda d: d["annotations"][1].update(id=5),
                                "annotations[1] (id 5) repeats an annotation id"),
     "annotation_id_zero": (lambda d: d["annotations"][1].update(id=0), "annotations[1] (id 0)"),
+    # each rule once more, as the column-wise check (the fast path) has to catch it too
+    "bbox_bool": (lambda d: _break_bbox(d, [1, 2, True, 3]), "annotations[1] (id 57)"),
+    "bbox_not_a_list": (lambda d: _break_bbox(d, {"x": 1}), "annotations[1] (id 57)"),
+    "bbox_inf": (lambda d: _break_bbox(d, [1, 2, math.inf, 3]), "annotations[1] (id 57)"),
+    "area_string": (lambda d: d["annotations"][1].update(area="9"), "annotations[1] (id 57)"),
+    "area_nan": (lambda d: d["annotations"][1].update(area=math.nan), "annotations[1] (id 57)"),
+    "image_id_float": (lambda d: d["annotations"][1].update(image_id=1.0),
+                       "annotations[1] (id 57)"),
+    "category_id_bool": (lambda d: d["annotations"][1].update(category_id=True),
+                         "annotations[1] (id 57)"),
+    "annotation_id_string": (lambda d: d["annotations"][1].update(id="57"),
+                             "annotations[1] (id '57')"),
+    "annotation_not_an_object": (lambda d: d["annotations"].__setitem__(1, [1, 2]),
+                                 "annotations[1]"),
 }
 
 
@@ -200,3 +214,44 @@ def test_eval_transform_scales_boxes_with_the_image(tmp_path, hw, min_size, max_
                                atol=1e-4, rtol=0)
     # normalised with ImageNet statistics: far outside [0, 1]
     assert image.min() < -1.0 and image.max() > 1.5
+
+
+def _drop_all_segmentation(entry: dict) -> dict:
+    entry.pop("segmentation", None)
+    return entry
+
+
+SEGMENTATION_LAYOUTS = {
+    "polygons_middle": '{"id": 1, "segmentation": [[1.5, 2, 3e2, 4], [5, 6]], "bbox": [1, 2]}',
+    "polygons_last": '{"id": 1, "bbox": [1, 2, 3, 4], "segmentation" : [ [1,2,3,4,5,6] ]}',
+    "polygons_first_pretty": '{\n  "segmentation": [\n    [\n      1,\n      2\n    ]\n  ],\n'
+                             '  "id": 1\n}',
+    "only_key": '{"segmentation": []}',
+    "rle_string": '{"id": 1, "segmentation": {"counts": "0Ql\\\\3", "size": [4, 5]}, "iscrowd": 1}',
+    "rle_list": '{"segmentation": {"size": [4, 5], "counts": [1, 19]}, "iscrowd": 1}',
+    # not COCO's shapes: left to the object hook
+    "null": '{"id": 1, "segmentation": null}',
+    "nested_deeper": '{"id": 1, "segmentation": [[[1, 2]]], "bbox": [1, 2, 3, 4]}',
+    # an RLE string with a brace: the stripped text no longer parses, the file is parsed as is
+    "rle_with_brace": '{"id": 1, "segmentation": {"counts": "a}b", "size": [1, 2]}, "x": 2}',
+    # the word as a value and inside strings is data, not a member to drop
+    "word_in_strings": '{"name": "segmentation", "note": "\\"segmentation\\": [[1]]", '
+                       '"segmentation": [[1, 2]], "x": ["segmentation", 1]}',
+}
+
+
+@pytest.mark.parametrize("layout", sorted(SEGMENTATION_LAYOUTS))
+def test_segmentation_stripped_before_parsing_gives_the_plain_parse(layout):
+    """The fast parse (segmentation values cut from the raw bytes) equals json's own parse with
+    segmentation dropped, in every layout, and keeps everything else."""
+    from detkit.data.coco import _parse
+
+    entry = SEGMENTATION_LAYOUTS[layout]
+    text = '{"annotations": [' + ", ".join([entry] * 3) + '], "images": []}'
+    expected = json.loads(text, object_hook=_drop_all_segmentation)
+    assert _parse(text.encode()) == expected
+    assert not any("segmentation" in a for a in expected["annotations"])
+    if layout == "word_in_strings":
+        kept = expected["annotations"][0]
+        assert kept["name"] == "segmentation" and kept["x"] == ["segmentation", 1]
+        assert kept["note"] == '"segmentation": [[1]]'
