@@ -414,7 +414,8 @@ def _settings(cls: type, values: dict) -> Any:
 
 
 # The settings that shape a model's weights: a checkpoint fits only a model built with the same.
-ARCHITECTURE_KEYS = ("backbone", "norm", "fpn_channels", "roi_extractor", "roi_extractor_args",
+ARCHITECTURE_KEYS = ("backbone", "norm", "fpn_channels", "backbone_width", "roi_extractor",
+                     "roi_extractor_args",
                      "rpn.anchor_sizes", "rpn.aspect_ratios", "roi_head.representation_size",
                      "roi_head.bbox_reg_weights")
 
@@ -441,10 +442,14 @@ def checkpoint_mismatches(saved: dict[str, Any], wanted: dict[str, Any]) -> list
     return problems
 
 
+# Keys added after checkpoints were written without them: what those checkpoints were built with.
+_ADDED_KEYS = {"backbone_width": 64}
+
+
 def _lookup(hparams: dict[str, Any], key: str) -> Any:
     for part in key.split("."):
         hparams = hparams.get(part) if isinstance(hparams, dict) else None
-    return hparams
+    return _ADDED_KEYS.get(key) if hparams is None else hparams
 
 
 def _plain(value: Any) -> Any:

@@ -98,7 +98,7 @@ class DetectionModule(L.LightningModule):
         num_classes: object classes (linked from the data module by the CLI).
         category_names: their names in label order (linked from the data module by the CLI),
             kept in the checkpoint so that evaluation and prediction can check and name classes.
-        backbone, norm, backbone_weights, trainable_layers, fpn_channels: see
+        backbone, norm, backbone_weights, trainable_layers, fpn_channels, backbone_width: see
             ``build_faster_rcnn``; the checkpoint stores the norm and trainable stages chosen.
         roi_extractor: a name in ``detkit.models.EXTRACTORS``; ``roi_extractor_args`` its options.
         rpn, roi_head: model settings.
@@ -116,7 +116,7 @@ class DetectionModule(L.LightningModule):
     def __init__(
         self, num_classes: int, *, category_names: list[str] | None = None,
         backbone: str = "resnet18", norm: Norm | None = None, backbone_weights: str | None = None,
-        trainable_layers: int | None = None, fpn_channels: int = 256,
+        trainable_layers: int | None = None, fpn_channels: int = 256, backbone_width: int = 64,
         roi_extractor: str = "roi_align", roi_extractor_args: dict[str, Any] | None = None,
         rpn: RPNSettings | None = None, roi_head: RoIHeadSettings | None = None,
         optimizer: OptimizerSettings | None = None, schedule: ScheduleSettings | None = None,
@@ -145,7 +145,7 @@ class DetectionModule(L.LightningModule):
             "category_names": list(category_names) if category_names is not None else None,
             "backbone": backbone, "norm": norm,
             "backbone_weights": backbone_weights, "trainable_layers": trainable_layers,
-            "fpn_channels": fpn_channels,
+            "fpn_channels": fpn_channels, "backbone_width": backbone_width,
             "roi_extractor": roi_extractor, "roi_extractor_args": roi_extractor_args or {},
             "rpn": dataclasses.asdict(rpn), "roi_head": dataclasses.asdict(roi_head),
             "optimizer": dataclasses.asdict(self.optimizer_settings),
@@ -159,7 +159,7 @@ class DetectionModule(L.LightningModule):
         self.model = build_faster_rcnn(
             num_classes, backbone=backbone, norm=norm, backbone_weights=backbone_weights,
             trainable_layers=trainable_layers, fpn_channels=fpn_channels,
-            roi_extractor=roi_extractor,
+            backbone_width=backbone_width, roi_extractor=roi_extractor,
             roi_extractor_args=roi_extractor_args, rpn=rpn, roi_head=roi_head)
         self._val_proposals: dict[int, Tensor] = {}
         self._val_detections: dict[int, dict[str, Tensor]] = {}

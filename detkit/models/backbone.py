@@ -96,7 +96,7 @@ def backbone_settings(
 
 def build_backbone(
     name: str = "resnet18", *, norm: Norm | None = None, weights: str | None = None,
-    trainable_layers: int | None = None, fpn_channels: int = 256,
+    trainable_layers: int | None = None, fpn_channels: int = 256, width: int = 64,
 ) -> BackboneFPN:
     """Build ``name`` + FPN from scratch or from torchvision's ImageNet weights.
 
@@ -112,6 +112,8 @@ def build_backbone(
             0-5, MobileNetV3 0-6). None: 3 with ``weights``, all without.
         fpn_channels: FPN width (the FPN paper's 256; the FPN and RPN convolutions on the
             stride-4 level dominate a CPU step and scale with its square). ResNets only.
+        width: a ResNet's stem and first-stage channels (torchvision's 64; each later stage
+            doubles it). 32 costs about a quarter of the convolutions; from scratch only.
 
     Raises:
         ValueError: a bad name, norm or range, or weights that do not fit (another
@@ -122,6 +124,11 @@ def build_backbone(
     if name not in BACKBONES:
         raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {name!r}")
     norm, trainable_layers = backbone_settings(name, weights, norm, trainable_layers)
+    if width != 64 and not (name.startswith("resnet") and weights is None):
+        raise ValueError(f"backbone width {width} needs a ResNet from scratch (ImageNet weights "
+                         f"are 64 wide), got {name} with weights {weights!r}")
+    if width < 1:
+        raise ValueError(f"backbone width must be >= 1, got {width}")
     if not 0 <= trainable_layers <= _all_stages(name):
         raise ValueError(f"trainable_layers must be in [0, {_all_stages(name)}] for {name}, got "
                          f"{trainable_layers}")
@@ -129,7 +136,7 @@ def build_backbone(
     state, source = load_backbone_state(name, weights) if weights else ({}, "")
     _check_norm(state, source, norm)
     if name.startswith("resnet"):
-        body = _resnet_fpn(name, norm, trainable_layers, fpn_channels)
+        body = _resnet_fpn(name, norm, trainable_layers, fpn_channels, width)
     else:
         if fpn_channels != 256:
             raise ValueError(f"fpn_channels is fixed at 256 for {name}, got {fpn_channels}")
@@ -144,10 +151,43 @@ def build_backbone(
         _load_state(body.body, state, source=source, name=name, norm=norm, prefix=prefix)
     return BackboneFPN(body, _level_strides(body))
 
-def _resnet_fpn(name: str, norm: Norm, trainable_layers: int, fpn_channels: int) -> nn.Module:
-    """torchvision's ``resnet_fpn_backbone`` with the FPN width and norm as arguments (it fixes
-    256 channels and builds the FPN without normalisation)."""
-    net = resnet.__dict__[name](weights=None, norm_layer=norm_layer(norm))
+_RESNET_BLOCKS = {"resnet18": (resnet.BasicBlock, [2, 2, 2, 2]),
+                  "resnet34": (resnet.BasicBlock, [3, 4, 6, 3]),
+                  "resnet50": (resnet.Bottleneck, [3, 4, 6, 3]),
+                  "resnet101": (resnet.Bottleneck, [3, 4, 23, 3])}
+
+
+class _NarrowResNet(resnet.ResNet):
+    """torchvision's ResNet with ``width`` channels in the stem and first stage (64 there), each
+    later stage doubling it. Its convolutions cost about ``(width / 64)²`` of the standard net's;
+    from scratch only (no ImageNet weights fit it)."""
+
+    def __init__(self, name: str, width: int, norm: Callable[[int], nn.Module]) -> None:
+        nn.Module.__init__(self)
+        block, layers = _RESNET_BLOCKS[name]
+        self._norm_layer, self.dilation, self.groups, self.base_width = norm, 1, 1, 64
+        self.inplanes = width
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2)
+        for module in self.modules():  # torchvision's initialisation
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+
+def _resnet_fpn(name: str, norm: Norm, trainable_layers: int, fpn_channels: int,
+                width: int = 64) -> nn.Module:
+    """torchvision's ``resnet_fpn_backbone`` with the FPN width, norm and backbone width as
+    arguments (it fixes 256 channels and builds the FPN without normalisation)."""
+    if width == 64:
+        net = resnet.__dict__[name](weights=None, norm_layer=norm_layer(norm))
+    else:
+        net = _NarrowResNet(name, width, norm_layer(norm))
     trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
     if trainable_layers == 5:
         trainable.append("bn1")

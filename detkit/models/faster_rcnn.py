@@ -163,7 +163,7 @@ def build_roi_heads(
 def build_faster_rcnn(
     num_classes: int, *, backbone: str = "resnet18", norm: Norm | None = None,
     backbone_weights: str | None = None, trainable_layers: int | None = None,
-    fpn_channels: int = 256,
+    fpn_channels: int = 256, backbone_width: int = 64,
     roi_extractor: str = "roi_align", roi_extractor_args: dict[str, Any] | None = None,
     rpn: RPNSettings | None = None, roi_head: RoIHeadSettings | None = None,
 ) -> FasterRCNN:
@@ -179,6 +179,8 @@ def build_faster_rcnn(
             state dict, see :func:`detkit.models.backbone.build_backbone`.
         trainable_layers: backbone stages to train; None = 3 with weights, all without.
         fpn_channels: FPN width (256 in the FPN paper).
+        backbone_width: a ResNet's first-stage width (64 = torchvision's; see
+            :func:`detkit.models.backbone.build_backbone`).
         roi_extractor: a name in :data:`detkit.models.roi_extractors.EXTRACTORS`.
         roi_extractor_args: that extractor's own keyword arguments.
         rpn, roi_head: settings; None = defaults.
@@ -190,7 +192,8 @@ def build_faster_rcnn(
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     body = build_backbone(backbone, norm=norm, weights=backbone_weights,
-                          trainable_layers=trainable_layers, fpn_channels=fpn_channels)
+                          trainable_layers=trainable_layers, fpn_channels=fpn_channels,
+                          width=backbone_width)
     extractor = _build_extractor_aside(roi_extractor, body.out_channels, roi_extractor_args or {})
     return FasterRCNN(
         backbone=body,

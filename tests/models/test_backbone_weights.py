@@ -110,3 +110,35 @@ def test_defaults_follow_the_weights_unless_set():
     assert backbone_settings("resnet50", "imagenet", "bn", 5) == ("bn", 5)
     with pytest.raises(ValueError, match=r"trainable_layers must be in \[0, 5\]"):
         build_backbone("resnet18", trainable_layers=6)
+
+
+@pytest.mark.parametrize("name, width", [("resnet18", 32), ("resnet50", 16)])
+def test_narrow_resnet_halves_every_stage(name, width):
+    """``width`` scales the stem and every stage alike (C2..C5 = w, 2w, 4w, 8w times the block's
+    expansion); the FPN levels and their strides stay those of the standard net."""
+    torch.manual_seed(0)
+    standard = build_backbone(name, fpn_channels=32)
+    narrow = build_backbone(name, fpn_channels=32, width=width)
+    expansion = 1 if name == "resnet18" else 4
+    stages = [narrow.body.body[f"layer{i}"][-1] for i in range(1, 5)]
+    widths = [[m for m in stage.modules() if isinstance(m, torch.nn.Conv2d)][-1].out_channels
+              for stage in stages]
+    assert widths == [width * 2**i * expansion for i in range(4)]
+    assert narrow.strides == standard.strides == {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
+    out = narrow(torch.rand(1, 3, 64, 64))
+    assert [tuple(v.shape) for v in out.values()] == [(1, 32, 64 // s, 64 // s)
+                                                     for s in narrow.strides.values()]
+    ratio = (sum(p.numel() for p in narrow.body.body.parameters())
+             / sum(p.numel() for p in standard.body.body.parameters()))
+    assert ratio == pytest.approx((width / 64) ** 2, rel=0.05)  # convolutions scale with w²
+
+
+def test_narrow_resnet_is_from_scratch_only(imagenet_like, tmp_path):
+    path = tmp_path / "r18.pth"
+    torch.save(imagenet_like, path)
+    with pytest.raises(ValueError, match="width 32 needs a ResNet from scratch"):
+        build_backbone("resnet18", weights=str(path), width=32)
+    with pytest.raises(ValueError, match="width 32 needs a ResNet from scratch"):
+        build_backbone("mobilenet_v3_large", width=32)
+    with pytest.raises(ValueError, match="width must be >= 1"):
+        build_backbone("resnet18", width=0)
