@@ -3,13 +3,14 @@ per validation, and a progress bar that counts steps."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import Tensor
 
-from detkit.engine.drawing import draw_detections
+from detkit.engine.drawing import draw_detections, image_row, save_png
 from detkit.engine.offsets import offsets_figure
 
 
@@ -29,6 +30,13 @@ class ValidationImageLogger(L.Callback):
         self.score_thresh = score_thresh
         self._drawn: list[Tensor] = []
         self._offsets: list[Tensor] = []
+
+    def save_row(self, path: Path) -> Path | None:
+        """The last validation's drawn images side by side as one PNG at ``path`` (None when
+        none was drawn)."""
+        if not self._drawn:
+            return None
+        return save_png(image_row(self._drawn), path)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._drawn, self._offsets = [], []

@@ -307,13 +307,31 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
         except NonFiniteLossError as error:
             raise NonFiniteLossError(f"{error}. {_good_checkpoint(trainer)}") from error
         metrics = _final_evaluation(trainer, model, data)
+        drawn = _save_predictions_png(trainer, run.directory / PREDICTIONS_PNG)
     metrics["run_dir"] = str(run.directory)
     if trainer.is_global_zero:
         print(f"\nEvaluation of {metrics['checkpoint'] or 'the final weights'}:")
         print(format_metrics_table(metrics))
+        if drawn is not None:
+            print(f"Predictions on the first validation images (ground truth green, detections "
+                  f"red): {drawn}")
         print(f"Run folder: {run.directory}  (TensorBoard: tensorboard --logdir "
               f"{run.directory}; resume: --run_dir {run.directory})")
     return metrics
+
+
+PREDICTIONS_PNG = "predictions.png"
+
+
+def _save_predictions_png(trainer: L.Trainer, path: Path) -> Path | None:
+    """The final evaluation's drawn validation images (``ValidationImageLogger``) as one PNG in
+    the run folder; None without that callback or images, or off the main process."""
+    from detkit.engine.callbacks import ValidationImageLogger
+
+    if not trainer.is_global_zero:
+        return None
+    logger = next((c for c in trainer.callbacks if isinstance(c, ValidationImageLogger)), None)
+    return logger.save_row(path) if logger is not None else None
 
 
 def _announce(trainer: L.Trainer, run: RunPlan) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.utils import draw_bounding_boxes
+from torchvision.utils import draw_bounding_boxes, make_grid
 
 from detkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -44,3 +44,13 @@ def save_png(image: Tensor, path: Path) -> Path:
     """Write a ``uint8 Tensor[3, H, W]`` as PNG; returns ``path``."""
     Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(path)
     return path
+
+
+def image_row(images: list[Tensor], padding: int = 4) -> Tensor:
+    """``uint8 Tensor[3, H_i, W_i]`` images side by side (each padded to the largest at its
+    bottom right), separated by ``padding`` white pixels."""
+    height = max(image.shape[1] for image in images)
+    width = max(image.shape[2] for image in images)
+    padded = [torch.nn.functional.pad(image, (0, width - image.shape[2],
+                                              0, height - image.shape[1])) for image in images]
+    return make_grid(padded, nrow=len(padded), padding=padding, pad_value=255)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -44,6 +45,13 @@ def test_fit_coco_then_eval_matches_pycocotools(workdir, capsys):
     assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["global_step"] == 4
     for name in ("config.yaml", "hparams.yaml", "run.json"):  # resolved config saved
         assert (run / name).exists(), name
+    # the final evaluation's first validation images (all 3 here, resized to <= 64 px) side
+    # by side in one PNG, whose path is printed
+    png = run / "predictions.png"
+    assert (f"(ground truth green, detections red): {Path(metrics['run_dir']) / png.name}"
+            in printed)
+    with Image.open(png) as drawn:
+        assert drawn.mode == "RGB" and drawn.height <= 64 + 8 and drawn.width > 3 * 32
     # each validation prints one summary line; the bar counts steps toward max_steps (6 images
     # in batches of 2: epochs of 3 batches), not batches per epoch
     assert "validation at step 1 (2 steps trained): AP " in printed

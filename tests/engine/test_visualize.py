@@ -67,3 +67,15 @@ def test_drawings_keep_the_images_own_pixel_values():
 
     pixels = torch.arange(256, dtype=torch.uint8).repeat(3, 4, 1)
     assert torch.equal(to_uint8((pixels.float() / 255 - MEAN) / STD), pixels)
+
+
+def test_image_row_pads_to_the_largest_and_keeps_each_image():
+    from detkit.engine.drawing import image_row
+
+    a = torch.full((3, 10, 20), 7, dtype=torch.uint8)
+    b = torch.full((3, 16, 12), 9, dtype=torch.uint8)
+    row = image_row([a, b], padding=2)
+    assert row.shape == (3, 16 + 4, 20 + 20 + 6)  # each cell 16 x 20, padding around and between
+    assert torch.equal(row[:, 2:12, 2:22], a) and torch.equal(row[:, 2:18, 24:36], b)
+    assert int(row[:, 12:18, 2:22].max()) == 0  # a padded below with zeros
+    assert int(row[:, 0, :].min()) == 255  # white separators
