@@ -3,7 +3,7 @@
 # extractor benchmarks on the GPU, and (with --train) the quickstart on the learnable preset.
 #
 #   tools/cuda_check.sh OUTDIR            # tests + benchmarks (a few minutes on one H100/H200)
-#   tools/cuda_check.sh OUTDIR --train 3  # also train configs/quickstart_default.yaml on the GPU,
+#   tools/cuda_check.sh OUTDIR --train 3  # also train configs/quickstart.yaml on the GPU,
 #                                         # seeds 0..2 at once (metrics.json of each in OUTDIR)
 #
 # Every step writes its log to OUTDIR and runs under its own time limit, so one failing or slow
@@ -47,7 +47,7 @@ if [ "$train" = "--train" ]; then
     train_seeds() {
         local pids=() seed
         for seed in $(seq 0 $((seeds - 1))); do
-            timeout 400 "$py" tools/train.py --config configs/quickstart_default.yaml --seed_everything "$seed" \
+            timeout 400 "$py" tools/train.py --config configs/quickstart.yaml --seed_everything "$seed" \
                 --data.num_workers 4 >"$out/train_seed$seed.log" 2>&1 &
             pids+=($!)
         done
@@ -58,9 +58,9 @@ if [ "$train" = "--train" ]; then
         return $rc
     }
     start=$SECONDS
-    echo "=== train_quickstart_default ($seeds seeds at once, limit 400s each)"
+    echo "=== train_quickstart ($seeds seeds at once, limit 400s each)"
     train_seeds
-    status+=("train_quickstart_default: exit $?, $((SECONDS - start)) s")
+    status+=("train_quickstart: exit $?, $((SECONDS - start)) s")
 fi
 
 echo "=== summary"

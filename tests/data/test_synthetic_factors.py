@@ -72,6 +72,18 @@ def test_presets_and_overrides():
     assert factor_settings(SceneSpec(max_shear=0.2))["deformation"] == "custom"
 
 
+def test_preset_scene_fields_are_none_of_the_factors():
+    """A preset's own scene fields (objects per image, ...) reach the spec and never touch a
+    factor's fields, so a sweep over one factor still changes that factor only."""
+    factor_fields = set().union(*(numbers for table in FACTORS.values()
+                                  for numbers in table.values()))
+    for name, preset in PRESETS.items():
+        scene = preset.get("scene", {})
+        assert not set(scene) & factor_fields, name
+        spec_scene = SyntheticFactors(preset=name).spec().scene
+        assert all(getattr(spec_scene, key) == value for key, value in scene.items()), name
+
+
 @pytest.mark.parametrize("kwargs, word", [({"preset": "easy"}, "preset"),
                                           ({"deformation": "wild"}, "deformation"),
                                           ({"clutter": "mild"}, "clutter"),
@@ -191,19 +203,19 @@ def tiny_presets(monkeypatch, tmp_path):
 
 def test_datamodule_puts_each_spec_in_its_folder_and_records_factors(tiny_presets):
     first = DetectionDataModule(format="synthetic",
-                                synthetic=SyntheticFactors(occlusion="none"))
+                                synthetic=SyntheticFactors(occlusion="low"))
     first.prepare_data()
     second = DetectionDataModule(format="synthetic",
                                  synthetic=SyntheticFactors(occlusion="high"))
     second.prepare_data()
     assert sorted(p.name for p in tiny_presets.iterdir()) == [
-        "default_occlusion-high", "default_occlusion-none"]
-    record = json.loads((tiny_presets / "default_occlusion-none" / "spec.json").read_text())
-    assert record["factors"] == {**PRESETS["default"]["factors"], "occlusion": "none"}
+        "default_occlusion-high", "default_occlusion-low"]
+    record = json.loads((tiny_presets / "default_occlusion-low" / "spec.json").read_text())
+    assert record["factors"] == {**PRESETS["default"]["factors"], "occlusion": "low"}
     statistics = dataset_statistics(first.coco_paths)
-    assert statistics["train"]["factors"]["occlusion"] == "none"
-    assert "occlusion none" in format_statistics(statistics)
-    again = DetectionDataModule(format="synthetic", synthetic=SyntheticFactors(occlusion="none"))
+    assert statistics["train"]["factors"]["occlusion"] == "low"
+    assert "occlusion low" in format_statistics(statistics)
+    again = DetectionDataModule(format="synthetic", synthetic=SyntheticFactors(occlusion="low"))
     again.prepare_data()  # the same spec: reused
     assert again.coco_paths == first.coco_paths
 
@@ -211,8 +223,8 @@ def test_datamodule_puts_each_spec_in_its_folder_and_records_factors(tiny_preset
 def test_a_given_root_must_hold_the_asked_factors(tiny_presets, tmp_path):
     root = tmp_path / "mine"
     DetectionDataModule(format="synthetic", root=str(root),
-                        synthetic=SyntheticFactors(clutter="none")).prepare_data()
-    assert json.loads((root / "spec.json").read_text())["factors"]["clutter"] == "none"
+                        synthetic=SyntheticFactors(clutter="low")).prepare_data()
+    assert json.loads((root / "spec.json").read_text())["factors"]["clutter"] == "low"
     DetectionDataModule(format="synthetic", root=str(root)).prepare_data()  # any set: reused
     with pytest.raises(ValueError, match="not the requested"):
         DetectionDataModule(format="synthetic", root=str(root),

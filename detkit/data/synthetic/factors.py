@@ -19,9 +19,9 @@ sizes (and their deformation draws, rescaled); placement draws the same numbers 
 position is rejected (a placement that fits under one setting may not under another), after
 which the two scenes' later draws differ.
 
-A preset (:data:`PRESETS`) names one setting per factor and the split sizes: ``default`` is
-the easier set (not yet learnable in a CPU quickstart's budget, see README); ``hard`` is the
-original set (the numbers of :class:`~detkit.data.synthetic.spec.SyntheticSpec`'s defaults,
+A preset (:data:`PRESETS`) names one setting per factor, the split sizes and scene fields no
+factor sets (objects per image): ``default`` is the learnable set (the quickstart's); ``hard`` is
+the original set (the numbers of :class:`~detkit.data.synthetic.spec.SyntheticSpec`'s defaults,
 byte-identical images).
 """
 
@@ -60,11 +60,12 @@ FACTORS: dict[str, dict[str, dict[str, float]]] = {
 """Every factor's table by its name."""
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Plain shapes, all three COCO buckets, a little clutter and occlusion, 2000 training
-    # images. Meant to be learnable within a CPU quickstart (400 steps of 4 images); measured,
-    # roi_align reaches val AP 0.04-0.06 there (README, Data), short of the 0.40 aimed for.
-    "default": {"factors": {"deformation": "none", "scale_range": "coco", "clutter": "low",
-                            "occlusion": "low"},
+    # Plain shapes, all three COCO buckets, no clutter or occlusion, up to 10 objects per image,
+    # 2000 training images: learnable within a CPU quickstart (configs/quickstart.yaml; its
+    # measured AP is in README's Data section).
+    "default": {"factors": {"deformation": "none", "scale_range": "coco", "clutter": "none",
+                            "occlusion": "none"},
+                "scene": {"max_objects": 10},
                 "train_images": 2000, "val_images": 200, "test_images": 200},
     # The original set: strong deformation and clutter; near AP 0 for every extractor at
     # the quickstart's budget.
@@ -123,7 +124,9 @@ class SyntheticFactors:
         scene: dict[str, Any] = {}
         for name, setting in self.settings().items():
             scene.update(FACTORS[name][setting])
-        sizes = {k: v for k, v in PRESETS[self.preset].items() if k != "factors"}
+        preset = PRESETS[self.preset]
+        scene.update(preset.get("scene", {}))  # fields no factor sets, e.g. objects per image
+        sizes = {k: v for k, v in preset.items() if k not in ("factors", "scene")}
         return SyntheticSpec(seed=self.seed, scene=dataclasses.replace(SceneSpec(), **scene),
                              **sizes)
 
