@@ -27,6 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None  # type: ignore[assignment]
+
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 _STARTING = "starting"  # a claim: the folder's run lock is about to be taken
@@ -164,7 +169,21 @@ def _me() -> str:
 
 def _take(path: Path, text: str, *, take_over: str) -> str | None:
     """Create the lock file ``path`` holding ``text``, taking over a stale one (its process is
-    gone) and one that holds ``take_over``; returns None when taken, else the live holder."""
+    gone) and one that holds ``take_over``; returns None when taken, else the live holder.
+
+    Processes of this host take locks in one folder one at a time (an exclusive ``flock`` on
+    the folder): without it, two that found the same stale lock could both break it, the second
+    deleting the lock the first had just made, and both would write the run."""
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        if fcntl is not None:  # POSIX; elsewhere the window stays open
+            fcntl.flock(folder, fcntl.LOCK_EX)  # released when the descriptor closes
+        return _take_locked(path, text, take_over)
+    finally:
+        os.close(folder)
+
+
+def _take_locked(path: Path, text: str, take_over: str) -> str | None:
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

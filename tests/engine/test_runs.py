@@ -122,3 +122,26 @@ def test_runs_started_together_get_their_own_versions(tmp_path):
     with run_lock(parent / "v3"):  # the claim becomes the run's lock
         assert (parent / "v3" / ".lock").read_text() == f"{os.getpid()}@{socket.gethostname()}"
         assert new_version(parent) == parent / "v4"  # a live run's folder is not reused
+
+
+def test_a_stale_lock_found_by_several_processes_goes_to_one(tmp_path):
+    """Three processes find the same dead holder's lock. Checking the holder is made slow, so
+    without the folder lock all three would break the stale lock (each deleting the lock the
+    previous one had just made) and all three would write the run; exactly one may."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / ".lock").write_text(f"{dead}@{socket.gethostname()}")
+    script = (
+        "import sys, time; from pathlib import Path; import detkit.engine.runs as runs\n"
+        "alive = runs._alive\n"
+        "runs._alive = lambda holder: time.sleep(0.5) or alive(holder)\n"
+        "try:\n"
+        "    with runs.run_lock(Path(sys.argv[1])):\n"
+        "        print('took', flush=True); time.sleep(2)\n"
+        "except runs.RunFolderError:\n"
+        "    print('refused', flush=True)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    assert outcomes == ["refused", "refused", "took"]
+    assert not (tmp_path / ".lock").exists()  # released by the one that took it
