@@ -164,7 +164,8 @@ def run_one(config: str | None, extractor: str, seed: int, out: Path, overrides:
     args, setting = dict(extractor_args.get(extractor, {})), []
     if sweep is not None:
         if sweep.key.startswith(EXTRACTOR_ARGS + "."):
-            args = _with_setting(args, sweep.key.split(".")[2:], value)
+            args = _with_setting(args, sweep.key.removeprefix(EXTRACTOR_ARGS + ".").split("."),
+                                 value)
         else:
             setting = [f"--{sweep.key}", value_text(value)]
     directory = run_dir(out, extractor, seed, None if sweep is None else sweep.label(value))
