@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import sys
@@ -39,25 +40,48 @@ def _categories() -> list[dict[str, Any]]:
             for i, name in enumerate(CATEGORY_NAMES, start=1)]
 
 
+def _render_to_file(job: tuple[SyntheticSpec, str, int, Path]) -> list[dict[str, Any]]:
+    """Render image ``index`` of ``split``, write its JPEG and return its annotations (runs in
+    worker processes: each image draws from its own generator, so any split of the work gives
+    the same files)."""
+    spec, split, index, images_dir = job
+    pixels, image_annotations = render_image(spec, split, index)
+    Image.fromarray(pixels).save(images_dir / f"{index:06d}.jpg", quality=spec.jpeg_quality)
+    return image_annotations
+
+
+# Below this many images, starting the worker processes costs more than it saves.
+_PARALLEL_FROM = 64
+
+
 def generate_split(
-    spec: SyntheticSpec, split: str, images_dir: str | Path, *, progress: bool = False
+    spec: SyntheticSpec, split: str, images_dir: str | Path, *, progress: bool = False,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Render every image of ``split``, write them as ``images_dir/NNNNNN.jpg`` and return the
     COCO dict (``info``, ``images``, ``annotations``, ``categories``).
 
     Annotation ids run from 1 within the split; image ids are unique across splits
-    (:func:`image_id`). ``progress`` shows a progress bar on stderr.
+    (:func:`image_id`). ``progress`` shows a progress bar on stderr. ``workers``: processes
+    rendering in parallel (None: one per CPU; 1: this process). The files are the same for
+    any number of workers.
     """
     images_dir = Path(images_dir)
     images_dir.mkdir(parents=True, exist_ok=True)
+    count = spec.num_images(split)
+    workers = min(os.cpu_count() or 1, 8) if workers is None else workers
+    jobs = [(spec, split, index, images_dir) for index in range(count)]
+    bar = {"desc": f"synthetic {split}", "unit": "img", "file": sys.stderr,
+           "disable": not progress, "leave": True, "total": count}
+    if workers > 1 and count >= _PARALLEL_FROM:
+        # the platform's default start method, as torch's DataLoader workers use
+        with multiprocessing.get_context().Pool(workers) as pool:
+            rendered = list(tqdm(pool.imap(_render_to_file, jobs, chunksize=8), **bar))
+    else:
+        rendered = [_render_to_file(job) for job in tqdm(jobs, **bar)]
     images, annotations = [], []
-    indices = tqdm(range(spec.num_images(split)), desc=f"synthetic {split}", unit="img",
-                   file=sys.stderr, disable=not progress, leave=True)
-    for index in indices:
-        pixels, image_annotations = render_image(spec, split, index)
-        file_name = f"{index:06d}.jpg"
-        Image.fromarray(pixels).save(images_dir / file_name, quality=spec.jpeg_quality)
-        images.append({"id": image_id(split, index), "file_name": file_name,
+    for index, image_annotations in enumerate(rendered):
+        images.append({"id": image_id(split, index), "file_name": f"{index:06d}.jpg",
                        "width": spec.image_size, "height": spec.image_size})
         for annotation in image_annotations:
             annotations.append({"id": len(annotations) + 1, "image_id": images[-1]["id"],
