@@ -10,6 +10,7 @@ coordinates and category ids).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -460,14 +461,15 @@ def checkpoint_mismatches(saved: dict[str, Any], wanted: dict[str, Any]) -> list
     return problems
 
 
-# Keys added after checkpoints were written without them: what those checkpoints were built with.
-_ADDED_KEYS = {"backbone_width": 64}
-
-
 def _lookup(hparams: dict[str, Any], key: str) -> Any:
+    """``key`` (dotted) in ``hparams``. A top-level key that a checkpoint lacks (written before
+    the setting existed) is DetectionModule's default, as :func:`load_module` builds it."""
+    if "." not in key and key not in hparams:
+        parameter = inspect.signature(DetectionModule).parameters.get(key)
+        return None if parameter is None else parameter.default
     for part in key.split("."):
         hparams = hparams.get(part) if isinstance(hparams, dict) else None
-    return _ADDED_KEYS.get(key) if hparams is None else hparams
+    return hparams
 
 
 def _plain(value: Any) -> Any:

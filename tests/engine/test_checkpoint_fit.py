@@ -98,6 +98,11 @@ def test_mismatches_of_architecture_and_classes(trained):
     four = {**saved, "num_classes": 4, "category_names": [*NAMES, "x"]}
     assert checkpoint_mismatches(old, four) == [
         "the checkpoint has 3 classes, the data 4 (shape1, shape2, shape5, x)"]
+    # a checkpoint from before backbone_width existed was built 64 wide (the module's default)
+    before_width = {k: v for k, v in saved.items() if k != "backbone_width"}
+    assert checkpoint_mismatches(before_width, saved) == []
+    assert checkpoint_mismatches(before_width, {**saved, "backbone_width": 32}) == [
+        "model.backbone_width is 64 in the checkpoint, 32 on the command line"]
     # lists (YAML) and tuples (dataclasses) of one value are the same setting
     listed = {**saved, "rpn": {**saved["rpn"], "anchor_sizes": list(FAST["rpn"].anchor_sizes)}}
     assert checkpoint_mismatches(listed, saved) == []
