@@ -172,9 +172,10 @@ def run_quality(config: str, *, seed: int = 0, out: str = "runs/quality") -> dic
                      "--trainer.logger.init_args.save_dir", out,
                      "--trainer.enable_progress_bar", "false"])
     budget = time.perf_counter() - start
-    settings = yaml.safe_load(open(config))["data"]
+    with open(config, encoding="utf-8") as f:
+        settings = yaml.safe_load(f)
     data = DetectionDataModule(**{k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in settings.items()})
+                                  for k, v in settings["data"].items()})
     data.setup("fit")
     if data.format != "synthetic":
         raise ValueError("the quality comparison uses the built-in set's test split")
@@ -182,7 +183,7 @@ def run_quality(config: str, *, seed: int = 0, out: str = "runs/quality") -> dic
     detkit_model = load_module(metrics["checkpoint"]).model
     ours = evaluate_on(detkit_model, test)
     result: dict[str, Any] = {"budget_seconds": budget, "detkit": ours}
-    tuned = tuned_settings(yaml.safe_load(open(config)).get("model", {}))
+    tuned = tuned_settings(settings.get("model", {}))
     for name, settings in (("torchvision", None), ("torchvision_tuned", tuned)):
         baseline = build_torchvision_baseline(data.num_classes, data.max_size, settings)
         result[f"{name}_steps"] = train_baseline(baseline, data, budget, BaselineRecipe(),
