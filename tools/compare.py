@@ -4,17 +4,19 @@
     python tools/compare.py --config CFG --extractors roi_align,deform_roi_pool --seeds 3 \\
         --out DIR --trainer.max_steps 2000 --data.batch_size 4
     python tools/compare.py --config CFG --extractors roi_align,deform_roi_pool --seeds 3 \\
-        --out DIR --vary model.roi_extractor_args.output_size=2,4,7,14
+        --out DIR --vary model.roi_extractor_args.output_size=2,4,7,14 --reference-value 7
 
 Unrecognised arguments are passed to every training run (data and trainer overrides). --vary
 KEY=V1,V2,... crosses one more setting (any config key, values read as YAML) with the extractors
 and seeds. Runs with the same seed share initial weights, data order and augmentation; the report
 gives mean ± 95% CI over seeds and the paired difference against --baseline with its CI (* where
-it excludes 0). Writes DIR/report.md, DIR/study.json (every number), plots (DIR/ap_ar_by_size.png
-and DIR/ap_vs_iou.png; with --vary, DIR/effect_vs_KEY.png and DIR/ap_by_size_vs_KEY.png) and
-DIR/runs/ (TensorBoard); run again, it reuses finished runs whose resolved config matches (so a
-grid grows by a seed or a value), resumes interrupted ones from their last.ckpt, and refuses runs
-trained with other settings (naming them) unless --rerun.
+it excludes 0). With --vary it also gives each value against --reference-value (the first value
+by default), paired by seed, and whether each extractor's gain over the baseline changes with
+the value. Writes DIR/report.md, DIR/study.json (every number), plots (DIR/ap_ar_by_size.png
+and DIR/ap_vs_iou.png; with --vary, DIR/factor_effect_vs_KEY.png, DIR/effect_vs_KEY.png and
+DIR/ap_by_size_vs_KEY.png) and DIR/runs/ (TensorBoard); run again, it reuses finished runs whose
+resolved config matches (so a grid grows by a seed or a value), resumes interrupted ones from
+their last.ckpt, and refuses runs trained with other settings (naming them) unless --rerun.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="sweep one setting, e.g. data.synthetic.deformation=none,mild,strong")
     parser.add_argument("--baseline", help="extractor the differences are taken against "
                         "(default: roi_align if among --extractors, else the first)")
+    parser.add_argument("--reference-value", metavar="V",
+                        help="with --vary: the value the factor's effect is measured against "
+                        "(default: the first)")
     parser.add_argument("--rerun", action="store_true",
                         help="retrain runs in --out whose settings differ (else refused)")
     parser.add_argument("--extractor-args", default="{}",
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                      seeds=args.seeds, overrides=overrides,
                      extractor_args=json.loads(args.extractor_args), rerun=args.rerun,
                      sweep=parse_sweep(args.vary) if args.vary else None,
-                     baseline=args.baseline)
+                     baseline=args.baseline, reference=args.reference_value)
     print(report.read_text())
     print(f"\nreport: {report}")
     return 0

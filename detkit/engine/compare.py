@@ -118,6 +118,22 @@ def parse_sweep(text: str) -> Sweep:
     return sweep
 
 
+def reference_index(sweep: Sweep, text: str | None) -> int:
+    """The index in ``sweep.values`` of ``text`` (read as the sweep's values are), the value the
+    factor's effect is measured against; the first value when ``text`` is None.
+
+    Raises:
+        ValueError: ``text`` is not one of the sweep's values."""
+    if text is None:
+        return 0
+    (value,) = parse_sweep(f"{sweep.key}={text}").values
+    labels = [sweep.label(v) for v in sweep.values]
+    if sweep.label(value) not in labels:
+        raise ValueError(f"--reference-value {text} is not among the values of --vary "
+                         f"{sweep.argument()}")
+    return labels.index(sweep.label(value))
+
+
 def _with_setting(args: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
     """A copy of ``args`` (an extractor's settings) with ``value`` at the dotted ``path``."""
     merged = copy.deepcopy(args)
@@ -208,7 +224,8 @@ def run_one(config: str | None, extractor: str, seed: int, out: Path, overrides:
 def compare(config: str | None, extractors: Sequence[str], out: str | Path, *, seeds: int = 1,
             overrides: Sequence[str] = (), extractor_args: dict[str, Any] | None = None,
             train_fn: Callable[[list[str]], dict] = train, rerun: bool = False,
-            sweep: Sweep | None = None, baseline: str | None = None) -> Path:
+            sweep: Sweep | None = None, baseline: str | None = None,
+            reference: str | None = None) -> Path:
     """Run the study and write ``out/report.md`` with its plots and ``out/study.json``; returns
     the report path. Runs go seed by seed (every value and extractor of seed 0 first), so an
     interrupted study leaves complete pairs.
@@ -216,12 +233,17 @@ def compare(config: str | None, extractors: Sequence[str], out: str | Path, *, s
     Args:
         sweep: also vary one setting (each value crossed with every extractor and seed).
         baseline: the extractor the differences are taken against (:func:`pick_baseline`).
+        reference: with a sweep, the value its effect is measured against (as on the command
+            line; default: the first value; :func:`reference_index`).
         rerun: retrain runs whose folder holds other settings (else they are refused).
     """
     check_extractor_names(extractors)
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
     base = pick_baseline(extractors, baseline)
+    if sweep is None and reference is not None:
+        raise ValueError("--reference-value needs --vary: it is one of the swept values")
+    reference_at = 0 if sweep is None else reference_index(sweep, reference)
     out = Path(out)
     values = (None,) if sweep is None else sweep.values
     grid: list[dict[str, dict[int, dict]]] = [{e: {} for e in extractors} for _ in values]
@@ -231,22 +253,25 @@ def compare(config: str | None, extractors: Sequence[str], out: str | Path, *, s
                 runs[extractor][seed] = run_one(config, extractor, seed, out, overrides,
                                                 extractor_args or {}, train_fn, rerun=rerun,
                                                 sweep=sweep, value=value)
-    setup = _setup_lines(config, extractors, out, seeds, overrides, sweep, baseline, base)
+    setup = _setup_lines(config, extractors, out, seeds, overrides, sweep, baseline, base,
+                         reference)
     title = "RoI extractor comparison"
     if sweep is None:
         return write_report(grid[0], out, title=title, setup_lines=setup, baseline=base)
     return write_sweep_report(list(zip(values, grid, strict=True)), sweep.key, out,
-                              title=f"{title} by {sweep.key}", setup_lines=setup, baseline=base)
+                              title=f"{title} by {sweep.key}", setup_lines=setup, baseline=base,
+                              reference_index=reference_at)
 
 
 def _setup_lines(config: str | None, extractors: Sequence[str], out: Path, seeds: int,
                  overrides: Sequence[str], sweep: Sweep | None, baseline: str | None,
-                 base: str) -> list[str]:
+                 base: str, reference: str | None = None) -> list[str]:
     command = "python tools/compare.py " + shlex.join(
         (["--config", config] if config else []) + ["--extractors", ",".join(extractors),
                                                     "--out", str(out), "--seeds", str(seeds)]
         + ([] if sweep is None else ["--vary", sweep.argument()])
-        + ([] if baseline is None else ["--baseline", baseline]) + list(overrides))
+        + ([] if baseline is None else ["--baseline", baseline])
+        + ([] if reference is None else ["--reference-value", reference]) + list(overrides))
     folders = "EXTRACTOR/seedS" if sweep is None else f"EXTRACTOR/{sweep.key}=VALUE/seedS"
     return [
         f"Command: `{command}`",

@@ -79,6 +79,43 @@ def differences(runs: Runs, columns: list[Metric], baseline: str) -> Differences
             for name, seeds in seeded.items()}
 
 
+def factor_differences(seeded: Sequence[tuple[Any, Seeded]], columns: list[Metric],
+                       reference: Any) -> list[tuple[Any, Differences]]:
+    """The factor's own effect: for each value other than ``reference`` (a value of the sweep),
+    ``{extractor: {key: paired difference}}``, the extractor's runs at that value minus its runs
+    at ``reference``, paired by seed (accuracy columns)."""
+    base = dict(seeded)[reference]
+    return [(value, {name: {c.key: paired_difference(_values(seeds, c.key),
+                                                     _values(base[name], c.key))
+                            for c in columns if c.is_accuracy}
+                     for name, seeds in runs.items() if name in base})
+            for value, runs in seeded if value != reference]
+
+
+def _gains(extractor: Mapping[int, dict], baseline: Mapping[int, dict], key: str
+           ) -> dict[int, float]:
+    """``{seed: extractor - baseline}`` over the seeds where both have a value of ``key``."""
+    a, b = _values(extractor, key), _values(baseline, key)
+    return {s: a[s] - b[s] for s in matched_seeds(a, b)}
+
+
+def interactions(seeded: Sequence[tuple[Any, Seeded]], columns: list[Metric], reference: Any,
+                 baseline: str) -> list[tuple[Any, Differences]]:
+    """Whether an extractor's gain over ``baseline`` changes with the factor: for each value
+    other than ``reference``, ``{extractor: {key: interval}}`` of the per-seed difference of
+    differences ``(extractor - baseline at value) - (extractor - baseline at reference)``, over
+    the seeds with all four runs. An effect here (CI excludes 0) means the gain grows or
+    shrinks with the factor."""
+    base = dict(seeded)[reference]
+    return [(value, {name: {c.key: paired_difference(
+                         _gains(seeds, runs[baseline], c.key),
+                         _gains(base[name], base[baseline], c.key))
+                            for c in columns if c.is_accuracy}
+                     for name, seeds in runs.items() if name != baseline and name in base})
+            for value, runs in seeded if value != reference and baseline in runs
+            and baseline in base]
+
+
 def _best(summary: dict[str, dict[str, Interval]], column: Metric) -> float:
     means = [s[column.key].mean for s in summary.values() if not math.isnan(s[column.key].mean)]
     if not means:
@@ -147,6 +184,23 @@ def delta_table(runs: Runs, columns: list[Metric], baseline: str) -> str:
     return "\n".join(lines)
 
 
+def value_delta_table(effects: Sequence[tuple[Any, Differences]], columns: list[Metric],
+                      heading: str) -> str:
+    """Markdown table of paired differences by extractor and value (:func:`factor_differences`
+    or :func:`interactions`), accuracy columns, :data:`EFFECT_MARK` where the CI excludes 0;
+    ``heading`` titles the value column. ``(n=k)``: fewer pairs than the table's most."""
+    accuracy = [c for c in columns if c.is_accuracy]
+    pairs = max((d.n for _, diffs in effects for keys in diffs.values() for d in keys.values()),
+                default=0)
+    lines = [f"| extractor | {heading} | " + " | ".join(f"Δ{c.title}" for c in accuracy) + " |",
+             "|---|---|" + "---:|" * len(accuracy)]
+    for value, diffs in effects:
+        for name, keys in diffs.items():
+            cells = [_difference_cell(keys[c.key], c, pairs) for c in accuracy]
+            lines.append(f"| {name} | {_show(value)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def pairing_lines(runs: Runs, baseline: str) -> list[str]:
     """The legend of :func:`delta_table`: what Δ, ± and the mark mean, and which seeds were
     paired (naming, per extractor, seeds that have no partner)."""
@@ -179,6 +233,13 @@ def _number(value: float) -> float | None:
 
 def _interval_json(interval: Interval) -> dict[str, Any]:
     return {"mean": _number(interval.mean), "ci95": _number(interval.half_width), "n": interval.n}
+
+
+def _differences_json(effects: Sequence[tuple[Any, Differences]]) -> list[dict[str, Any]]:
+    return [{"value": value, "extractors": {
+                name: {key: {**_interval_json(d), "effect": is_effect(d)}
+                       for key, d in keys.items()} for name, keys in diffs.items()}}
+            for value, diffs in effects]
 
 
 def study_numbers(runs: Runs, columns: list[Metric], baseline: str | None) -> dict[str, Any]:
@@ -279,9 +340,27 @@ def plot_effects(sweep: Sequence[tuple[Any, Differences]], factor: str, baseline
     """One panel per metric of :data:`EFFECT_KEYS`: the paired difference against ``baseline``
     with 95% CI bars at each value of ``factor``, one line per other extractor; filled markers
     are effects (CI excludes 0)."""
+    names = [n for n in sweep[0][1] if n != baseline]
+    _plot_differences(sweep, factor, names, f"extractor − {baseline} (paired, 95% CI)", path)
+
+
+def plot_factor_effects(values: Sequence[Any], effects: Sequence[tuple[Any, Differences]],
+                        factor: str, reference: Any, path: Path) -> None:
+    """As :func:`plot_effects` for the factor's own effect (:func:`factor_differences` gives
+    ``effects``, every value of ``values`` but ``reference``): each extractor's paired
+    difference against its runs at ``reference``, drawn at 0 there."""
+    names = list(effects[0][1]) if effects else []
+    zero = Interval(0.0, math.nan, 0)
+    at_reference = {name: dict.fromkeys(EFFECT_KEYS, zero) for name in names}
+    by_value = [next((d for v, d in effects if v == value), at_reference) for value in values]
+    _plot_differences(list(zip(values, by_value, strict=True)), factor, names,
+                      f"value − {_show(reference)} (paired, 95% CI)", path)
+
+
+def _plot_differences(sweep: Sequence[tuple[Any, Differences]], factor: str, names: list[str],
+                      ylabel: str, path: Path) -> None:
     plt = _pyplot()
     values = [v for v, _ in sweep]
-    names = [n for n in sweep[0][1] if n != baseline]
     figure, axes, xs = _sweep_axes(plt, [f"Δ{metric(k).title}" for k in EFFECT_KEYS], factor,
                                    values)
     for axis, key in zip(axes, EFFECT_KEYS, strict=True):
@@ -295,7 +374,7 @@ def plot_effects(sweep: Sequence[tuple[Any, Differences]], factor: str, baseline
             axis.scatter([p for p, e in zip(x, effect, strict=True) if e],
                          [c.mean for c, e in zip(cells, effect, strict=True) if e],
                          color=colour, zorder=3, s=18)
-    axes[0].set_ylabel(f"extractor − {baseline} (paired, 95% CI)")
+    axes[0].set_ylabel(ylabel)
     if names:
         axes[-1].legend(fontsize=7)
     _save(plt, figure, path)
@@ -390,30 +469,56 @@ def write_report(runs: Runs, out: Path, *, title: str, setup_lines: list[str],
 
 
 def write_sweep_report(sweep: Sequence[tuple[Any, Runs]], factor: str, out: Path, *, title: str,
-                       setup_lines: list[str], baseline: str) -> Path:
-    """The report of a sweep over one setting ``factor``: for each value its results table and
-    paired differences (as :func:`write_report`), then ``out/effect_vs_<factor>.png`` (ΔAP,
-    ΔAP75, ΔAPs/m/l against the value) and ``out/ap_by_size_vs_<factor>.png``; ``study.json``
-    holds every number. Returns the report's path."""
+                       setup_lines: list[str], baseline: str, reference_index: int = 0) -> Path:
+    """The report of a sweep over one setting ``factor``. First the factor's own effect, each
+    value against the reference value (``sweep[reference_index]``) per extractor, paired by
+    seed (:func:`factor_differences`, ``out/factor_effect_vs_<factor>.png``), and whether each
+    extractor's gain over ``baseline`` changes with the factor (:func:`interactions`); then
+    ``out/effect_vs_<factor>.png`` (ΔAP, ΔAP75, ΔAPs/m/l against ``baseline`` at each value),
+    ``out/ap_by_size_vs_<factor>.png``, and for each value its results table and paired
+    differences (as :func:`write_report`). ``study.json`` holds every number. Returns the
+    report's path."""
     out.mkdir(parents=True, exist_ok=True)
     seeded = [(value, by_seed(runs)) for value, runs in sweep]
+    values = [v for v, _ in seeded]
+    reference = values[reference_index]
     columns = columns_for({f"{i}/{n}": s for i, (_, runs) in enumerate(seeded)
                            for n, s in runs.items()})
     seeds = max(len(s) for _, runs in seeded for s in runs.values())
+    factor_effects = factor_differences(seeded, columns, reference)
+    gains = [(v, d) for v, d in interactions(seeded, columns, reference, baseline) if d]
     effect_png, size_png = f"effect_vs_{factor}.png", f"ap_by_size_vs_{factor}.png"
+    factor_png = f"factor_effect_vs_{factor}.png"
+    plot_factor_effects(values, factor_effects, factor, reference, out / factor_png)
     plot_effects([(v, differences(runs, columns, baseline)) for v, runs in seeded], factor,
                  baseline, out / effect_png)
     plot_ap_by_size_sweep([(v, summarize(runs, columns)) for v, runs in seeded], factor,
                           out / size_png)
+    shown = f"{factor} = {_show(reference)}"
     parts = [f"# {title}", "", *setup_lines, "", _explanation(seeds), "",
-             f"## Effects of each extractor against {baseline}, by {factor}", "",
-             f"![paired differences against {baseline}]({effect_png})", "",
-             f"![AP by object size against {factor}]({size_png})", ""]
+             f"## Effect of {factor}: each value against {shown}, by extractor", "",
+             value_delta_table(factor_effects, columns, f"{factor} (against "
+                               f"{_show(reference)})"), "",
+             f"Δ = the extractor's runs at this value − its runs at {shown}, paired by seed; ± = "
+             f"95% CI (t distribution); {EFFECT_MARK} = the CI excludes 0.", "",
+             f"![each value against {shown}]({factor_png})", ""]
+    if gains:
+        parts += [f"## Does each extractor's gain over {baseline} change with {factor}?", "",
+                  value_delta_table(gains, columns, factor), "",
+                  f"Δ = (extractor − {baseline} at this value) − (extractor − {baseline} at "
+                  f"{shown}), per seed, over the seeds with all four runs; ± = 95% CI; "
+                  f"{EFFECT_MARK}: the gain grows (+) or shrinks (−) with {factor}.", ""]
+    parts += [f"## Effects of each extractor against {baseline}, by {factor}", "",
+              f"![paired differences against {baseline}]({effect_png})", "",
+              f"![AP by object size against {factor}]({size_png})", ""]
     for value, runs in seeded:
         parts += [f"## {factor} = {_show(value)}", "", *_value_sections(runs, columns, baseline,
                                                                         "###")]
-    _write_json(out / "study.json", _study(title, factor, baseline, columns, [
-        (value, study_numbers(runs, columns, baseline)) for value, runs in seeded]))
+    study = _study(title, factor, baseline, columns, [
+        (value, study_numbers(runs, columns, baseline)) for value, runs in seeded])
+    study.update(reference_value=reference, factor_effects=_differences_json(factor_effects),
+                 interactions=_differences_json(gains))
+    _write_json(out / "study.json", study)
     path = out / "report.md"
     path.write_text("\n".join(parts))
     return path

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from detkit.engine.cli import resolve_config
-from detkit.engine.compare import compare, parse_sweep, pick_baseline
+from detkit.engine.compare import compare, parse_sweep, pick_baseline, reference_index
 from detkit.engine.runs import CHECKPOINT, run_key, write_key
 
 SIZE = "model.roi_extractor_args.output_size"
@@ -117,3 +117,30 @@ def test_sweep_values_and_refusals():
     assert pick_baseline(["roi_pool", "spp"], None) == "roi_pool"
     with pytest.raises(ValueError, match="not among"):
         pick_baseline(["roi_pool"], "roi_align")
+
+
+def test_the_reference_value_is_one_of_the_swept_values(tmp_path):
+    sizes = parse_sweep(f"{SIZE}=2,4,7,14")
+    assert reference_index(sizes, None) == 0 and reference_index(sizes, "7") == 2
+    assert reference_index(parse_sweep("model.optimizer.lr=1e-3,0.02"), "0.001") == 0
+    assert reference_index(parse_sweep("data.synthetic.deformation=none,mild"), "mild") == 1
+    with pytest.raises(ValueError, match=r"--reference-value 5 is not among the values of "
+                                         rf"--vary {SIZE}=2,4,7,14"):
+        reference_index(sizes, "5")
+    with pytest.raises(ValueError, match="--reference-value needs --vary"):
+        compare(None, ["roi_align"], tmp_path, train_fn=FakeTrain(), reference="7")
+    # the report measures each size against 4: deform_roi_pool's AP is 0.01 * size higher
+    report = compare(None, ["roi_align", "deform_roi_pool"], tmp_path, train_fn=FakeTrain(),
+                     seeds=2, sweep=parse_sweep(f"{SIZE}=2,4"), reference="4").read_text()
+    assert "--reference-value 4" in report
+    assert f"## Effect of {SIZE}: each value against {SIZE} = 4, by extractor" in report
+    assert "| roi_align | 2 | -0.020 ± 0.000 * |" in report
+    study = json.loads((tmp_path / "study.json").read_text())
+    assert study["reference_value"] == 4
+    (effect,) = study["factor_effects"]
+    assert effect["value"] == 2
+    assert effect["extractors"]["deform_roi_pool"]["AP"]["mean"] == pytest.approx(-0.02)
+    # deform_roi_pool's gain is 0.02 at every size: no interaction
+    (gain,) = study["interactions"]
+    assert gain["extractors"]["deform_roi_pool"]["AP"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert (tmp_path / f"factor_effect_vs_{SIZE}.png").read_bytes()[:4] == b"\x89PNG"

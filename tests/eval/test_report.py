@@ -92,7 +92,8 @@ def test_sweep_report_has_a_section_per_value_and_the_effect_plots(tmp_path):
     assert report.index("## model.roi_extractor_args.output_size = 2") < report.index(
         "## model.roi_extractor_args.output_size = 7")
     assert report.count("### Paired differences against roi_align") == 2
-    assert row(report, "roi_align", 2)[0] == "0.500 ± 0.248"  # value 7's results
+    seven = report[report.index("## model.roi_extractor_args.output_size = 7"):]
+    assert row(seven, "roi_align", 0)[0] == "0.500 ± 0.248"  # value 7's results
     for png in ("effect_vs_model.roi_extractor_args.output_size.png",
                 "ap_by_size_vs_model.roi_extractor_args.output_size.png"):
         assert (tmp_path / png).read_bytes()[:8] == PNG
@@ -106,3 +107,59 @@ def test_sweep_report_has_a_section_per_value_and_the_effect_plots(tmp_path):
     write_sweep_report([("none", runs()), ("strong", runs())], "data.synthetic.deformation",
                        tmp_path, title="t", setup_lines=[], baseline="roi_align")
     assert (tmp_path / "effect_vs_data.synthetic.deformation.png").exists()
+
+
+def deformation_sweep() -> list:
+    """roi_align loses 0.10 (+-0.01) from none to strong; deform_roi_pool's gain over it is
+    0.010-0.014 at none and 0.05-0.07 at strong."""
+    none = {"roi_align": {s: run(v) for s, v in enumerate((0.30, 0.40, 0.50))},
+            "deform_roi_pool": {s: run(v) for s, v in enumerate((0.31, 0.412, 0.514))}}
+    strong = {"roi_align": {s: run(v) for s, v in enumerate((0.20, 0.31, 0.39))},
+              "deform_roi_pool": {s: run(v) for s, v in enumerate((0.25, 0.37, 0.46))}}
+    return [("none", none), ("strong", strong)]
+
+
+def test_sweep_report_gives_the_factor_effect_and_the_change_of_each_gain(tmp_path):
+    factor = "data.synthetic.deformation"
+    report = write_sweep_report(deformation_sweep(), factor, tmp_path, title="t",
+                                setup_lines=[], baseline="roi_align").read_text()
+    effects = report[report.index("## Effect of"):report.index("## Does")]
+    assert f"each value against {factor} = none, by extractor" in effects
+    # roi_align: -0.10, -0.09, -0.11 -> sd 0.01, t(0.975, 2) * 0.01 / sqrt(3) = 0.0248
+    assert row(effects, "roi_align", 0)[:2] == ["strong", "-0.100 ± 0.025 *"]
+    # deform_roi_pool: -0.06, -0.042, -0.054 -> sd 0.009165 -> 0.0228
+    assert row(effects, "deform_roi_pool", 0)[:2] == ["strong", "-0.052 ± 0.023 *"]
+    assert row(effects, "roi_align", 0)[4] == "n/a"  # APs: no ground truth
+    gains = report[report.index("## Does"):report.index("## Effects of each")]
+    # gains 0.05, 0.06, 0.07 at strong minus 0.010, 0.012, 0.014 at none: 0.040, 0.048, 0.056
+    assert row(gains, "deform_roi_pool", 0)[:2] == ["strong", "+0.048 ± 0.020 *"]
+    assert "| roi_align |" not in gains  # the baseline has no gain over itself
+    assert (tmp_path / f"factor_effect_vs_{factor}.png").read_bytes()[:8] == PNG
+    study = json.loads((tmp_path / "study.json").read_text())
+    assert study["reference_value"] == "none"
+    (effect,) = study["factor_effects"]
+    ap = effect["extractors"]["roi_align"]["AP"]
+    assert effect["value"] == "strong" and ap["effect"] is True and ap["n"] == 3
+    assert ap["mean"] == pytest.approx(-0.10) and ap["ci95"] == pytest.approx(0.024841, abs=1e-6)
+    (gain,) = study["interactions"]
+    assert gain["extractors"]["deform_roi_pool"]["AP"]["mean"] == pytest.approx(0.048)
+
+    # measured against "strong" instead, every sign turns
+    report = write_sweep_report(deformation_sweep(), factor, tmp_path, title="t",
+                                setup_lines=[], baseline="roi_align",
+                                reference_index=1).read_text()
+    assert row(report, "roi_align", 0)[:2] == ["none", "+0.100 ± 0.025 *"]
+    assert row(report, "deform_roi_pool", 1)[:2] == ["none", "-0.048 ± 0.020 *"]
+
+
+def test_a_gain_that_does_not_change_is_not_marked(tmp_path):
+    """deform_roi_pool's gain is 0.01 +- noise at both values: the change's CI includes 0."""
+    sweep = [(v, {"roi_align": {s: run(a + shift) for s, a in enumerate((0.3, 0.4, 0.5))},
+                  "deform_roi_pool": {s: run(a + shift + d) for s, (a, d) in
+                                      enumerate(zip((0.3, 0.4, 0.5), noise, strict=True))}})
+             for v, shift, noise in [(1, 0.0, (0.01, 0.02, 0.00)), (2, 0.1, (0.02, 0.00, 0.01))]]
+    report = write_sweep_report(sweep, "x", tmp_path, title="t", setup_lines=[],
+                                baseline="roi_align").read_text()
+    gains = report[report.index("## Does"):report.index("## Effects of each")]
+    (cell,) = row(gains, "deform_roi_pool", 0)[1:2]
+    assert cell.startswith("+0.000 ± ") and "*" not in cell
