@@ -6,10 +6,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def check_choice(name: str, value: object, choices: Sequence[str]) -> None:
-    """Raise ``ValueError("NAME must be 'a', 'b' or 'c', got VALUE")`` unless ``value`` is one
-    of ``choices``."""
-    if value not in choices:
-        quoted = [repr(c) for c in choices]
-        listed = " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
-        raise ValueError(f"{name} must be {listed}, got {value!r}")
+def choice_problem(name: str, value: object, choices: Sequence[object]) -> str | None:
+    """``"NAME must be 'a', 'b' or 'c', got VALUE"`` unless ``value`` is one of ``choices``
+    (then None): the one wording of a bad choice, for checks that gather several problems."""
+    if value in choices:
+        return None
+    quoted = [repr(c) for c in choices]
+    listed = " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
+    return f"{name} must be {listed}, got {value!r}"
+
+
+def check_choice(name: str, value: object, choices: Sequence[object]) -> None:
+    """Raise ``ValueError`` with :func:`choice_problem`'s message unless ``value`` is one of
+    ``choices``."""
+    problem = choice_problem(name, value, choices)
+    if problem is not None:
+        raise ValueError(problem)

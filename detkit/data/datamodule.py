@@ -21,6 +21,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data import Subset as IndexSubset
 
+from detkit._validation import check_choice
 from detkit.data import synthetic
 from detkit.data.base import DetectionDataset, Transform, collate
 from detkit.data.coco import CocoDetection
@@ -247,8 +248,7 @@ class DetectionDataModule(LightningDataModule):
         self.save_hyperparameters({"min_size": min_size, "max_size": max_size})
 
     def _check_args(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"format must be one of {sorted(FORMATS)}, got {self.format!r}")
+        check_choice("format", self.format, sorted(FORMATS))
         spec = FORMATS[self.format]
         missing = [name for name in spec.required if self.format_args[name] is None]
         if missing:

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from detkit._validation import check_choice
+
 Group = Literal["coco", "proposal", "voc", "speed", "model"]
 # Groups whose values are accuracies in [0, 1], where -1 means "no ground truth here".
 ACCURACY_GROUPS: tuple[Group, ...] = ("coco", "proposal", "voc")
@@ -84,8 +86,7 @@ PROPOSAL_SIZES = ("", "s", "m", "l")
 
 def proposal_key(size: str, proposals: int) -> str:
     """``proposal_AR{size}@{proposals}``, e.g. ``proposal_ARs@300``."""
-    if size not in PROPOSAL_SIZES:
-        raise ValueError(f"size must be one of {PROPOSAL_SIZES}, got {size!r}")
+    check_choice("size", size, PROPOSAL_SIZES)
     return f"proposal_AR{size}@{int(proposals)}"
 
 

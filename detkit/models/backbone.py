@@ -22,6 +22,8 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN, mobilen
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from detkit._validation import check_choice
+
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large")
 Norm = Literal["group", "frozen_bn", "bn"]
 
@@ -33,14 +35,13 @@ def norm_layer(norm: Norm) -> Callable[[int], nn.Module]:
     with (Wu & He 2018), the default. ``"frozen_bn"``: BatchNorm with frozen statistics — for
     pre-trained weights (torchvision's default). ``"bn"``: trainable BatchNorm (large batches only).
     """
+    check_choice("norm", norm, ("group", "frozen_bn", "bn"))
     if norm == "group":
         # 32 groups where the width allows (MobileNet has widths like 72: gcd gives 8 groups)
         return lambda channels: nn.GroupNorm(math.gcd(32, channels), channels)
     if norm == "frozen_bn":
         return FrozenBatchNorm2d
-    if norm == "bn":
-        return nn.BatchNorm2d
-    raise ValueError(f"norm must be one of 'group', 'frozen_bn', 'bn', got {norm!r}")
+    return nn.BatchNorm2d
 
 
 def _mobilenet_norm(norm: Norm) -> Callable[..., nn.Module]:
@@ -121,8 +122,7 @@ def build_backbone(
         FileNotFoundError: named weights neither in the cache nor downloadable; the message
             names the cache file to put them in.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {name!r}")
+    check_choice("backbone", name, tuple(BACKBONES))
     norm, trainable_layers = backbone_settings(name, weights, norm, trainable_layers)
     if width != 64 and not (name.startswith("resnet") and weights is None):
         raise ValueError(f"backbone width {width} needs a ResNet from scratch (ImageNet weights "

@@ -85,7 +85,7 @@ def test_batch_images_pads_bottom_right():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="valid names"):
         build_faster_rcnn(3, roi_extractor="nope")
-    with pytest.raises(ValueError, match="backbone must be one of"):
+    with pytest.raises(ValueError, match="backbone must be 'resnet18', .* got"):
         build_faster_rcnn(3, backbone="vgg16")
     with pytest.raises(ValueError, match="anchor_sizes"):
         build_faster_rcnn(3, rpn=RPNSettings(anchor_sizes=(32, 64)))

@@ -31,6 +31,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from detkit._validation import choice_problem
 from detkit.data.synthetic.spec import SceneSpec, SyntheticSpec
 
 DEFORMATION: dict[str, dict[str, float]] = {
@@ -102,13 +103,10 @@ class SyntheticFactors:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.preset not in PRESETS:
-            problems.append(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
-        for name, table in FACTORS.items():
-            value = getattr(self, name)
-            if value is not None and value not in table:
-                problems.append(f"{name} must be one of {list(table)} or None, got {value!r}")
+        problems = [choice_problem("preset", self.preset, sorted(PRESETS)),
+                    *(choice_problem(name, getattr(self, name), [*table, None])
+                      for name, table in FACTORS.items())]
+        problems = [p for p in problems if p is not None]
         if self.seed < 0:
             problems.append(f"seed must be >= 0, got {self.seed}")
         if problems:
