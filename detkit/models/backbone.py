@@ -114,7 +114,8 @@ def build_backbone(
         fpn_channels: FPN width (the FPN paper's 256; the FPN and RPN convolutions on the
             stride-4 level dominate a CPU step and scale with its square). ResNets only.
         width: a ResNet's stem and first-stage channels (torchvision's 64; each later stage
-            doubles it). 32 costs about a quarter of the convolutions; from scratch only.
+            doubles it). 32 costs about a quarter of the convolutions; from scratch or from a
+            local state dict of the same width (e.g. a narrow backbone saved from a run).
 
     Raises:
         ValueError: a bad name, norm or range, or weights that do not fit (another
@@ -124,9 +125,11 @@ def build_backbone(
     """
     check_choice("backbone", name, tuple(BACKBONES))
     norm, trainable_layers = backbone_settings(name, weights, norm, trainable_layers)
-    if width != 64 and not (name.startswith("resnet") and weights is None):
-        raise ValueError(f"backbone width {width} needs a ResNet from scratch (ImageNet weights "
-                         f"are 64 wide), got {name} with weights {weights!r}")
+    local = weights is not None and Path(weights).expanduser().is_file()
+    if width != 64 and not (name.startswith("resnet") and (weights is None or local)):
+        raise ValueError(f"backbone width {width} needs a ResNet from scratch or from a local "
+                         f"state dict of that width (torchvision's weights are 64 wide), got "
+                         f"{name} with weights {weights!r}")
     if width < 1:
         raise ValueError(f"backbone width must be >= 1, got {width}")
     if not 0 <= trainable_layers <= _all_stages(name):
@@ -160,7 +163,7 @@ _RESNET_BLOCKS = {"resnet18": (resnet.BasicBlock, [2, 2, 2, 2]),
 class _NarrowResNet(resnet.ResNet):
     """torchvision's ResNet with ``width`` channels in the stem and first stage (64 there), each
     later stage doubling it. Its convolutions cost about ``(width / 64)²`` of the standard net's;
-    from scratch only (no ImageNet weights fit it)."""
+    from scratch or a local state dict of its width (no ImageNet weights fit it)."""
 
     def __init__(self, name: str, width: int, norm: Callable[[int], nn.Module]) -> None:
         nn.Module.__init__(self)
@@ -306,6 +309,11 @@ def _load_state(module: nn.Module, state: dict[str, Tensor], *, source: str, nam
             hint = "the file has no BatchNorm statistics: set norm='group' if it was trained so"
         elif guess is not None and guess != name:
             hint = f"they look like {guess} weights: set backbone={guess!r}"
+        elif any(k in state and state[k].shape != v.shape for k, v in own.items()):
+            hint = (f"the file is another width of {name}: set backbone_width to the file's "
+                    f"(its conv1 has {state[prefix + 'conv1.weight'].shape[0]} channels)"
+                    if name.startswith("resnet") and prefix + "conv1.weight" in state else
+                    f"pass a torchvision {name} classification state dict, or 'imagenet'")
         else:
             hint = f"pass a torchvision {name} classification state dict, or 'imagenet'"
         raise ValueError(f"backbone_weights {source} do not fit backbone {name!r}: "

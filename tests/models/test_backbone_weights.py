@@ -133,12 +133,26 @@ def test_narrow_resnet_halves_every_stage(name, width):
     assert ratio == pytest.approx((width / 64) ** 2, rel=0.05)  # convolutions scale with w²
 
 
-def test_narrow_resnet_is_from_scratch_only(imagenet_like, tmp_path):
+def test_narrow_resnet_loads_only_weights_of_its_width(imagenet_like, tmp_path):
+    """No torchvision weights fit a narrow ResNet; a local state dict of its width (a narrow
+    backbone saved from a run) loads, and one of another width names the width to set."""
     path = tmp_path / "r18.pth"
     torch.save(imagenet_like, path)
-    with pytest.raises(ValueError, match="width 32 needs a ResNet from scratch"):
-        build_backbone("resnet18", weights=str(path), width=32)
+    with pytest.raises(ValueError, match=r"shape\(s\) differ.* set backbone_width to the "
+                                         r"file's \(its conv1 has 64 channels\)"):
+        build_backbone("resnet18", norm="frozen_bn", weights=str(path), width=32)
+    with pytest.raises(ValueError, match="width 32 needs a ResNet from scratch or from a local"):
+        build_backbone("resnet18", weights="imagenet", width=32)
     with pytest.raises(ValueError, match="width 32 needs a ResNet from scratch"):
         build_backbone("mobilenet_v3_large", width=32)
+    torch.manual_seed(1)
+    trained = build_backbone("resnet18", norm="group", width=32, fpn_channels=16)
+    narrow = tmp_path / "narrow.pth"
+    torch.save(trained.body.body.state_dict(), narrow)
+    torch.manual_seed(2)
+    loaded = build_backbone("resnet18", norm="group", weights=str(narrow), width=32,
+                            trainable_layers=5, fpn_channels=16)
+    for key, value in trained.body.body.state_dict().items():
+        assert torch.equal(loaded.body.body.state_dict()[key], value), key
     with pytest.raises(ValueError, match="width must be >= 1"):
         build_backbone("resnet18", width=0)
