@@ -42,6 +42,8 @@ NOT_RESULT_KEYS = (
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
     "trainer.default_root_dir",
 )
+WEIGHTS = "model.backbone_weights"
+WEIGHTS_DIGEST = "model.backbone_weights_sha256"  # a local weights file's content, in the key
 # Settings a resumed run may change: training longer continues the same run.
 RESUMABLE_CHANGES = ("trainer.max_steps",)
 
@@ -64,11 +66,25 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def run_key(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings that decide a run's results (see :data:`NOT_RESULT_KEYS`), flattened."""
+    """The settings that decide a run's results (see :data:`NOT_RESULT_KEYS`), flattened. A
+    ``model.backbone_weights`` that is a local file adds its content's SHA-256
+    (:data:`WEIGHTS_DIGEST`): a run started from other weights at the same path is another run."""
     def excluded(name: str) -> bool:
         return any(name == k or name.startswith(k + ".") for k in NOT_RESULT_KEYS)
 
-    return {k: v for k, v in sorted(flatten(config).items()) if not excluded(k)}
+    key = {k: v for k, v in flatten(config).items() if not excluded(k)}
+    weights = key.get(WEIGHTS)
+    if isinstance(weights, str) and Path(weights).expanduser().is_file():
+        key[WEIGHTS_DIGEST] = file_sha256(Path(weights).expanduser())
+    return dict(sorted(key.items()))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def key_hash(key: Mapping[str, Any]) -> str:

@@ -1,3 +1,4 @@
+import hashlib
 import os
 import socket
 import subprocess
@@ -34,6 +35,24 @@ def test_run_key_leaves_out_paths_and_display_and_names_changes():
     assert key_hash(longer) != key_hash(key)
     assert changed_settings(key, longer) == ["trainer.max_steps: 4 -> 6"]
     assert changed_settings(key, {**key, "data.hflip": 0.0}) == ["data.hflip: <unset> -> 0.0"]
+
+
+def test_run_key_holds_the_content_of_a_local_weights_file(tmp_path):
+    """Other weights saved at the same path make another run (not a stale reuse); named
+    weights ("imagenet") and no weights add nothing."""
+    path = tmp_path / "backbone.pth"
+    path.write_bytes(b"first")
+    config = {**CONFIG, "model": {**CONFIG["model"], "backbone_weights": str(path)}}
+    first = run_key(config)
+    assert first["model.backbone_weights_sha256"] == hashlib.sha256(b"first").hexdigest()
+    path.write_bytes(b"second")
+    second = run_key(config)
+    assert changed_settings(first, second) == [
+        f"model.backbone_weights_sha256: \"{first['model.backbone_weights_sha256']}\" -> "
+        f"\"{second['model.backbone_weights_sha256']}\""]
+    named = run_key({**CONFIG, "model": {**CONFIG["model"], "backbone_weights": "imagenet"}})
+    assert "model.backbone_weights_sha256" not in named
+    assert "model.backbone_weights_sha256" not in run_key(CONFIG)
 
 
 def finished_run(directory, key):
