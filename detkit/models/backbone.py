@@ -108,7 +108,8 @@ def build_backbone(
         weights: None (from scratch); ``"imagenet"`` (torchvision's default ImageNet weights for
             ``name``) or a torchvision weights name such as ``"ResNet50_Weights.IMAGENET1K_V2"``,
             read from the torch hub cache (``$TORCH_HOME/hub/checkpoints``) and downloaded there
-            once when missing; or the path of a torchvision classification state dict.
+            once when missing; or the path of a torchvision classification state dict, or of
+            a detkit training checkpoint (its backbone, without the FPN, is loaded).
         trainable_layers: backbone stages left trainable, as torchvision counts them (ResNets
             0-5, MobileNetV3 0-6). None: 3 with ``weights``, all without.
         fpn_channels: FPN width (the FPN paper's 256; the FPN and RPN convolutions on the
@@ -227,7 +228,7 @@ def load_backbone_state(name: str, weights: str) -> tuple[dict[str, Tensor], str
     :func:`build_backbone`), and where it came from, for messages."""
     path = Path(weights).expanduser()
     if path.is_file():
-        return _read_state_dict(path), str(path)
+        return _read_state_dict(path, name), str(path)
     enum = _weights_enum(name, weights)
     cache = weights_cache_file(enum)
     return _cached_state_dict(enum, cache), f"{enum} ({cache})"
@@ -278,11 +279,24 @@ def _cached_state_dict(weights: WeightsEnum, cache: Path) -> dict[str, Tensor]:
         raise ValueError(f"downloading {weights} from {weights.url} failed ({error})") from error
 
 
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
+# where a detkit training checkpoint keeps the backbone's feature extractor (FPN excluded)
+CHECKPOINT_BODY = "model.backbone.body.body."
+
+
+def _read_state_dict(path: Path, name: str) -> dict[str, Tensor]:
+    """A torchvision classification state dict for backbone ``name`` from ``path``: the file
+    itself, or the backbone of a detkit training checkpoint (its ``state_dict``'s
+    :data:`CHECKPOINT_BODY` tensors, renamed as torchvision names them; the FPN, RPN and heads
+    stay behind)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises several types for a file it cannot parse
         raise ValueError(f"backbone_weights {path}: not a readable state dict ({error})") from error
+    inner = state.get("state_dict") if isinstance(state, dict) else None
+    if isinstance(inner, dict) and any(k.startswith(CHECKPOINT_BODY) for k in inner):
+        prefix = "" if name.startswith("resnet") else "features."
+        return {prefix + k.removeprefix(CHECKPOINT_BODY): v for k, v in inner.items()
+                if k.startswith(CHECKPOINT_BODY) and isinstance(v, Tensor)}
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         keys = list(state)[:5] if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"backbone_weights {path} is not a state dict of tensors (found {keys}); "

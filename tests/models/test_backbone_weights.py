@@ -156,3 +156,27 @@ def test_narrow_resnet_loads_only_weights_of_its_width(imagenet_like, tmp_path):
         assert torch.equal(loaded.body.body.state_dict()[key], value), key
     with pytest.raises(ValueError, match="width must be >= 1"):
         build_backbone("resnet18", width=0)
+
+
+def test_a_detkit_checkpoint_gives_its_backbone(tmp_path):
+    """backbone_weights may name a training checkpoint: its backbone (not the FPN) loads, with
+    torchvision's names; a narrow one into the same width."""
+    from detkit.engine import DetectionModule
+
+    torch.manual_seed(0)
+    module = DetectionModule(3, backbone_width=32, fpn_channels=16, norm="group")
+    # what Lightning writes with weights_only-readable hyperparameters beside the state dict
+    path = tmp_path / "last.ckpt"
+    torch.save({"epoch": 0, "global_step": 10, "state_dict": module.state_dict(),
+                "hyper_parameters": {"backbone_width": 32}}, path)
+    torch.manual_seed(1)
+    loaded = build_backbone("resnet18", norm="group", weights=str(path), width=32,
+                            trainable_layers=5, fpn_channels=16)
+    body = module.model.backbone.body.body.state_dict()
+    assert loaded.body.body.state_dict().keys() == body.keys()
+    for key, value in body.items():
+        assert torch.equal(loaded.body.body.state_dict()[key], value), key
+    fpn = module.model.backbone.body.fpn.state_dict()
+    assert not all(torch.equal(loaded.body.fpn.state_dict()[k], v) for k, v in fpn.items())
+    with pytest.raises(ValueError, match="set backbone_width to the file's"):
+        build_backbone("resnet18", norm="group", weights=str(path), width=16)
