@@ -79,12 +79,17 @@ def differences(runs: Runs, columns: list[Metric], baseline: str) -> Differences
             for name, seeds in seeded.items()}
 
 
+def _at(seeded: Sequence[tuple[Any, Seeded]], value: Any) -> Seeded:
+    """The runs at ``value`` (found by equality: a swept value may be a list)."""
+    return next(runs for v, runs in seeded if v == value)
+
+
 def factor_differences(seeded: Sequence[tuple[Any, Seeded]], columns: list[Metric],
                        reference: Any) -> list[tuple[Any, Differences]]:
     """The factor's own effect: for each value other than ``reference`` (a value of the sweep),
     ``{extractor: {key: paired difference}}``, the extractor's runs at that value minus its runs
     at ``reference``, paired by seed (accuracy columns)."""
-    base = dict(seeded)[reference]
+    base = _at(seeded, reference)
     return [(value, {name: {c.key: paired_difference(_values(seeds, c.key),
                                                      _values(base[name], c.key))
                             for c in columns if c.is_accuracy}
@@ -106,7 +111,7 @@ def interactions(seeded: Sequence[tuple[Any, Seeded]], columns: list[Metric], re
     differences ``(extractor - baseline at value) - (extractor - baseline at reference)``, over
     the seeds with all four runs. An effect here (CI excludes 0) means the gain grows or
     shrinks with the factor."""
-    base = dict(seeded)[reference]
+    base = _at(seeded, reference)
     return [(value, {name: {c.key: paired_difference(
                          _gains(seeds, runs[baseline], c.key),
                          _gains(base[name], base[baseline], c.key))

@@ -107,6 +107,11 @@ def test_sweep_report_has_a_section_per_value_and_the_effect_plots(tmp_path):
     write_sweep_report([("none", runs()), ("strong", runs())], "data.synthetic.deformation",
                        tmp_path, title="t", setup_lines=[], baseline="roi_align")
     assert (tmp_path / "effect_vs_data.synthetic.deformation.png").exists()
+    # list values (spp's grids) are not hashable; the reference is found by equality
+    report = write_sweep_report([([1, 2], runs()), ([1, 2, 4], runs(shift=0.1))], "grids",
+                                tmp_path, title="t", setup_lines=[], baseline="roi_align",
+                                reference_index=1).read_text()
+    assert row(report, "roi_align", 0)[:2] == ["[1, 2]", "-0.100 ± 0.000 * (n=3)"]
 
 
 def deformation_sweep() -> list:
