@@ -323,11 +323,10 @@ def _load_state(module: nn.Module, state: dict[str, Tensor], *, source: str, nam
             hint = "the file has no BatchNorm statistics: set norm='group' if it was trained so"
         elif guess is not None and guess != name:
             hint = f"they look like {guess} weights: set backbone={guess!r}"
-        elif any(k in state and state[k].shape != v.shape for k, v in own.items()):
+        elif (stem := state.get("conv1.weight")) is not None and name.startswith("resnet") \
+                and stem.shape != own["conv1.weight"].shape:
             hint = (f"the file is another width of {name}: set backbone_width to the file's "
-                    f"(its conv1 has {state[prefix + 'conv1.weight'].shape[0]} channels)"
-                    if name.startswith("resnet") and prefix + "conv1.weight" in state else
-                    f"pass a torchvision {name} classification state dict, or 'imagenet'")
+                    f"(its conv1 has {stem.shape[0]} channels)")
         else:
             hint = f"pass a torchvision {name} classification state dict, or 'imagenet'"
         raise ValueError(f"backbone_weights {source} do not fit backbone {name!r}: "
