@@ -4,6 +4,7 @@ nothing from detkit)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def choice_problem(name: str, value: object, choices: Sequence[object]) -> str | None:
@@ -22,3 +23,13 @@ def check_choice(name: str, value: object, choices: Sequence[object]) -> None:
     problem = choice_problem(name, value, choices)
     if problem is not None:
         raise ValueError(problem)
+
+
+def weights_file(weights: str | None) -> Path | None:
+    """The local file a ``backbone_weights`` setting names (``~`` expanded), or None for no
+    weights or a torchvision weights name: the one reading of the setting that the backbone
+    loads and the run key hashes."""
+    if weights is None:
+        return None
+    path = Path(weights).expanduser()
+    return path if path.is_file() else None

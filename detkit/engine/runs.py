@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detkit._validation import weights_file
+
 try:
     import fcntl
 except ImportError:  # not POSIX
@@ -74,8 +76,9 @@ def run_key(config: Mapping[str, Any]) -> dict[str, Any]:
 
     key = {k: v for k, v in flatten(config).items() if not excluded(k)}
     weights = key.get(WEIGHTS)
-    if isinstance(weights, str) and Path(weights).expanduser().is_file():
-        key[WEIGHTS_DIGEST] = file_sha256(Path(weights).expanduser())
+    path = weights_file(weights) if isinstance(weights, str) else None
+    if path is not None:
+        key[WEIGHTS_DIGEST] = file_sha256(path)
     return dict(sorted(key.items()))
 
 

@@ -22,7 +22,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN, mobilen
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from detkit._validation import check_choice
+from detkit._validation import check_choice, weights_file
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large")
 Norm = Literal["group", "frozen_bn", "bn"]
@@ -126,7 +126,7 @@ def build_backbone(
     """
     check_choice("backbone", name, tuple(BACKBONES))
     norm, trainable_layers = backbone_settings(name, weights, norm, trainable_layers)
-    local = weights is not None and Path(weights).expanduser().is_file()
+    local = weights_file(weights) is not None
     if width != 64 and not (name.startswith("resnet") and (weights is None or local)):
         raise ValueError(f"backbone width {width} needs a ResNet from scratch or from a local "
                          f"state dict of that width (torchvision's weights are 64 wide), got "
@@ -226,8 +226,8 @@ def _level_strides(body: nn.Module) -> dict[str, int]:
 def load_backbone_state(name: str, weights: str) -> tuple[dict[str, Tensor], str]:
     """The ImageNet state dict ``weights`` names for backbone ``name`` (see
     :func:`build_backbone`), and where it came from, for messages."""
-    path = Path(weights).expanduser()
-    if path.is_file():
+    path = weights_file(weights)
+    if path is not None:
         return _read_state_dict(path, name), str(path)
     enum = _weights_enum(name, weights)
     cache = weights_cache_file(enum)
