@@ -23,6 +23,7 @@ from detkit.eval.stats import (
     is_effect,
     matched_seeds,
     paired_difference,
+    seed_differences,
     t_interval,
 )
 
@@ -100,8 +101,7 @@ def factor_differences(seeded: Sequence[tuple[Any, Seeded]], columns: list[Metri
 def _gains(extractor: Mapping[int, dict], baseline: Mapping[int, dict], key: str
            ) -> dict[int, float]:
     """``{seed: extractor - baseline}`` over the seeds where both have a value of ``key``."""
-    a, b = _values(extractor, key), _values(baseline, key)
-    return {s: a[s] - b[s] for s in matched_seeds(a, b)}
+    return seed_differences(_values(extractor, key), _values(baseline, key))
 
 
 def interactions(seeded: Sequence[tuple[Any, Seeded]], columns: list[Metric], reference: Any,

@@ -74,11 +74,17 @@ def matched_seeds(a: Mapping[Hashable, float | None],
     return sorted(s for s in a.keys() & b.keys() if is_value(a[s]) and is_value(b[s]))
 
 
+def seed_differences(a: Mapping[Hashable, float | None],
+                     b: Mapping[Hashable, float | None]) -> dict[Hashable, float]:
+    """``{seed: a[seed] - b[seed]}`` over :func:`matched_seeds`."""
+    return {s: a[s] - b[s] for s in matched_seeds(a, b)}
+
+
 def paired_difference(a: Mapping[Hashable, float | None], b: Mapping[Hashable, float | None],
                       confidence: float = CONFIDENCE) -> Interval:
     """The t interval of ``a[s] - b[s]`` over :func:`matched_seeds` (``{seed: value}`` each);
     seeds present on one side only, or without a value on either, are left out."""
-    return t_interval([a[s] - b[s] for s in matched_seeds(a, b)], confidence)
+    return t_interval(seed_differences(a, b).values(), confidence)
 
 
 def is_effect(interval: Interval) -> bool:
