@@ -184,8 +184,8 @@ def run_quality(config: str, *, seed: int = 0, out: str = "runs/quality") -> dic
     ours = evaluate_on(detkit_model, test)
     result: dict[str, Any] = {"budget_seconds": budget, "detkit": ours}
     tuned = tuned_settings(settings.get("model", {}))
-    for name, settings in (("torchvision", None), ("torchvision_tuned", tuned)):
-        baseline = build_torchvision_baseline(data.num_classes, data.max_size, settings)
+    for name, tuning in (("torchvision", None), ("torchvision_tuned", tuned)):
+        baseline = build_torchvision_baseline(data.num_classes, data.max_size, tuning)
         result[f"{name}_steps"] = train_baseline(baseline, data, budget, BaselineRecipe(),
                                                  seed=seed)
         result[name] = evaluate_on(TorchvisionOutputs(baseline), test)
