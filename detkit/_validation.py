@@ -26,9 +26,9 @@ def check_choice(name: str, value: object, choices: Sequence[object]) -> None:
 
 
 def weights_file(weights: str | None) -> Path | None:
-    """The local file a ``backbone_weights`` setting names (``~`` expanded), or None for no
-    weights or a torchvision weights name: the one reading of the setting that the backbone
-    loads and the run key hashes."""
+    """The local file a ``backbone_weights`` (or ``init.checkpoint``) setting names (``~``
+    expanded), or None for no weights or a torchvision weights name: the one reading of the
+    setting that the model loads and the run key hashes."""
     if weights is None:
         return None
     path = Path(weights).expanduser()

@@ -33,7 +33,9 @@ from detkit.engine.errors import ToolArgumentParser, run_tool
 def main(argv: list[str] | None = None) -> int:
     parser = ToolArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="training config (YAML)")
+    parser.add_argument("--config", action="append",
+                        help="training config (YAML); give it twice to layer a second file "
+                        "over the first (e.g. configs/study.yaml over configs/quickstart.yaml)")
     parser.add_argument("--extractors", default=",".join(DEFAULT_EXTRACTORS))
     parser.add_argument("--out", required=True)
     parser.add_argument("--seeds", type=int, default=1)

@@ -28,13 +28,14 @@ from detkit.engine.checkpointing import RunCheckpoint
 from detkit.engine.errors import DEBUG_FLAG, DEBUG_HELP, NonFiniteLossError, one_line
 from detkit.engine.module import (
     DetectionModule,
+    InitSettings,
     OptimizerSettings,
     ScheduleSettings,
+    training_backbone_settings,
 )
 from detkit.engine.runs import RunFolderError, RunPlan, plan_run, run_key, run_lock, write_key
 from detkit.eval import format_metrics_table
 from detkit.models import RoIHeadSettings, RPNSettings
-from detkit.models.backbone import backbone_settings
 
 
 def trainer_defaults() -> dict[str, Any]:
@@ -247,9 +248,12 @@ class CheckpointCLI(DetkitCLI):
         drop the weights: the checkpoint holds them, and nothing is read or downloaded."""
         self.checkpoint = read_checkpoint(self.config["ckpt"])
         model = self.config["model"]
-        model.norm, model.trainable_layers = backbone_settings(
-            model.backbone, model.backbone_weights, model.norm, model.trainable_layers)
+        init = model.init if model.init is not None else InitSettings()
+        model.norm, model.trainable_layers = training_backbone_settings(
+            model.backbone, model.backbone_weights, model.norm, model.trainable_layers, init)
         model.backbone_weights = None
+        if model.init is not None:
+            model.init.checkpoint = None
 
 
 class EvalCLI(CheckpointCLI):
@@ -392,11 +396,13 @@ def load_module(path: str | os.PathLike, checkpoint: dict[str, Any] | None = Non
     checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
     hparams = dict(checkpoint["hyper_parameters"])
     hparams["backbone_weights"] = None  # the checkpoint's state dict has the weights
+    init = {**hparams.pop("init", {}), "checkpoint": None}  # likewise the init checkpoint's
     module = DetectionModule(
         hparams.pop("num_classes"), rpn=_settings(RPNSettings, hparams.pop("rpn")),
         roi_head=_settings(RoIHeadSettings, hparams.pop("roi_head")),
         optimizer=_settings(OptimizerSettings, hparams.pop("optimizer")),
-        schedule=_settings(ScheduleSettings, hparams.pop("schedule")), **hparams)
+        schedule=_settings(ScheduleSettings, hparams.pop("schedule")),
+        init=_settings(InitSettings, init), **hparams)
     _load_weights(module, checkpoint, path)
     return module
 

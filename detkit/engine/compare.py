@@ -162,7 +162,16 @@ def run_dir(out: Path, extractor: str, seed: int, variant: str | None = None) ->
     return (parent / variant if variant else parent) / f"seed{seed}"
 
 
-def run_one(config: str | None, extractor: str, seed: int, out: Path, overrides: Sequence[str],
+Configs = str | Sequence[str] | None  # a training config, or several layered (later wins)
+
+
+def config_args(config: Configs) -> list[str]:
+    """``--config FILE`` for each file of ``config`` (none, one, or several in order)."""
+    files = [] if config is None else [config] if isinstance(config, str) else list(config)
+    return [arg for file in files for arg in ("--config", file)]
+
+
+def run_one(config: Configs, extractor: str, seed: int, out: Path, overrides: Sequence[str],
             extractor_args: dict[str, Any], train_fn: Callable[[list[str]], dict], *,
             rerun: bool = False, sweep: Sweep | None = None, value: Any = None) -> dict:
     """Train + evaluate one extractor with one seed (and, in a ``sweep``, its setting at
@@ -185,7 +194,7 @@ def run_one(config: str | None, extractor: str, seed: int, out: Path, overrides:
         else:
             setting = [f"--{sweep.key}", value_text(value)]
     directory = run_dir(out, extractor, seed, None if sweep is None else sweep.label(value))
-    argv = ([] if config is None else ["--config", config]) + list(overrides) + setting + [
+    argv = config_args(config) + list(overrides) + setting + [
         "--model.roi_extractor", extractor,
         "--model.roi_extractor_args", json.dumps(args),
         "--seed_everything", str(seed),
@@ -221,7 +230,7 @@ def run_one(config: str | None, extractor: str, seed: int, out: Path, overrides:
     return metrics
 
 
-def compare(config: str | None, extractors: Sequence[str], out: str | Path, *, seeds: int = 1,
+def compare(config: Configs, extractors: Sequence[str], out: str | Path, *, seeds: int = 1,
             overrides: Sequence[str] = (), extractor_args: dict[str, Any] | None = None,
             train_fn: Callable[[list[str]], dict] = train, rerun: bool = False,
             sweep: Sweep | None = None, baseline: str | None = None,
@@ -231,6 +240,7 @@ def compare(config: str | None, extractors: Sequence[str], out: str | Path, *, s
     interrupted study leaves complete pairs.
 
     Args:
+        config: the training config file, or several layered in order (None: overrides only).
         sweep: also vary one setting (each value crossed with every extractor and seed).
         baseline: the extractor the differences are taken against (:func:`pick_baseline`).
         reference: with a sweep, the value its effect is measured against (as on the command
@@ -263,11 +273,11 @@ def compare(config: str | None, extractors: Sequence[str], out: str | Path, *, s
                               reference_index=reference_at)
 
 
-def _setup_lines(config: str | None, extractors: Sequence[str], out: Path, seeds: int,
+def _setup_lines(config: Configs, extractors: Sequence[str], out: Path, seeds: int,
                  overrides: Sequence[str], sweep: Sweep | None, baseline: str | None,
                  base: str, reference: str | None = None) -> list[str]:
     command = "python tools/compare.py " + shlex.join(
-        (["--config", config] if config else []) + ["--extractors", ",".join(extractors),
+        config_args(config) + ["--extractors", ",".join(extractors),
                                                     "--out", str(out), "--seeds", str(seeds)]
         + ([] if sweep is None else ["--vary", sweep.argument()])
         + ([] if baseline is None else ["--baseline", baseline])

@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from detkit._validation import weights_file
 from detkit.data import original_scale
 from detkit.engine.errors import NonFiniteLossError
 from detkit.eval import (
@@ -28,6 +30,7 @@ from detkit.eval import (
 )
 from detkit.models import RoIHeadSettings, RPNSettings, build_faster_rcnn
 from detkit.models.backbone import Norm, backbone_settings
+from detkit.models.parts import check_parts, freeze_parts, load_parts
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,27 @@ class ScheduleSettings:
     warmup_factor: float = 0.001
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
+
+
+@dataclass
+class InitSettings:
+    """Start parts of the detector from another detkit run, and keep parts fixed.
+
+    ``--model.init.checkpoint RUN/checkpoints/best.ckpt --model.init.freeze [backbone,fpn,rpn]``
+    trains only the RoI extractor and box head, on the features and proposals of a trained
+    detector (the study's controlled protocol; head-only fine-tuning).
+
+    Attributes:
+        checkpoint: a detkit training checkpoint (``.ckpt``), or None (nothing is copied).
+        parts: the parts copied from it (names in :data:`detkit.models.parts.PARTS`): by default
+            the backbone, FPN and RPN; the RoI extractor and box head start fresh.
+        freeze: the parts kept fixed in training (copied or not). Freezing ``backbone`` means no
+            trainable stage, so ``trainable_layers`` must then be unset or 0.
+    """
+
+    checkpoint: str | None = None
+    parts: tuple[str, ...] = ("backbone", "fpn", "rpn")
+    freeze: tuple[str, ...] = ()
 
 
 NonFinitePolicy = Literal["skip", "stop"]
@@ -102,6 +126,8 @@ class DetectionModule(L.LightningModule):
             ``build_faster_rcnn``; the checkpoint stores the norm and trainable stages chosen.
         roi_extractor: a name in ``detkit.models.EXTRACTORS``; ``roi_extractor_args`` its options.
         rpn, roi_head: model settings.
+        init: parts started from another run's checkpoint, and parts kept fixed
+            (:class:`InitSettings`; default: none of either).
         optimizer, schedule: training settings (gradient clipping and precision are the
             Trainer's: ``--trainer.gradient_clip_val``, ``--trainer.precision``).
         proposal_recall_every: score RPN proposal recall at validation 1, 1 + k, 1 + 2k, ...
@@ -120,7 +146,7 @@ class DetectionModule(L.LightningModule):
         roi_extractor: str = "roi_align", roi_extractor_args: dict[str, Any] | None = None,
         rpn: RPNSettings | None = None, roi_head: RoIHeadSettings | None = None,
         optimizer: OptimizerSettings | None = None, schedule: ScheduleSettings | None = None,
-        proposal_recall_every: int = 1,
+        init: InitSettings | None = None, proposal_recall_every: int = 1,
         nonfinite: NonFinitePolicy = "stop", max_nonfinite_skips: int = 5,
     ) -> None:
         super().__init__()
@@ -134,9 +160,10 @@ class DetectionModule(L.LightningModule):
         if category_names is not None and len(category_names) != num_classes:
             raise ValueError(f"category_names has {len(category_names)} names for {num_classes} "
                              f"classes: {category_names}")
+        init = init or InitSettings()
         # stored resolved: a checkpoint loads without its backbone_weights (see load_module)
-        norm, trainable_layers = backbone_settings(backbone, backbone_weights, norm,
-                                                   trainable_layers)
+        norm, trainable_layers = training_backbone_settings(backbone, backbone_weights, norm,
+                                                            trainable_layers, init)
         self.optimizer_settings = optimizer or OptimizerSettings()
         self.schedule = schedule or ScheduleSettings()
         # plain types only, so checkpoints load with torch.load(weights_only=True)
@@ -150,6 +177,8 @@ class DetectionModule(L.LightningModule):
             "rpn": dataclasses.asdict(rpn), "roi_head": dataclasses.asdict(roi_head),
             "optimizer": dataclasses.asdict(self.optimizer_settings),
             "schedule": dataclasses.asdict(self.schedule),
+            "init": {**dataclasses.asdict(init), "parts": list(init.parts),
+                     "freeze": list(init.freeze)},
             "proposal_recall_every": proposal_recall_every,
             "nonfinite": nonfinite, "max_nonfinite_skips": max_nonfinite_skips,
         })
@@ -161,6 +190,10 @@ class DetectionModule(L.LightningModule):
             trainable_layers=trainable_layers, fpn_channels=fpn_channels,
             backbone_width=backbone_width, roi_extractor=roi_extractor,
             roi_extractor_args=roi_extractor_args, rpn=rpn, roi_head=roi_head)
+        if init.checkpoint is not None:
+            load_parts(self.model, detector_state(init.checkpoint), init.parts,
+                       source=f"model.init.checkpoint {init.checkpoint}")
+        freeze_parts(self.model, init.freeze)
         self._val_proposals: dict[int, Tensor] = {}
         self._val_detections: dict[int, dict[str, Tensor]] = {}
         self._step_clock: float | None = None
@@ -384,6 +417,62 @@ class DetectionModule(L.LightningModule):
 
     def _val_dataset(self) -> Any:
         return self.trainer.datamodule.val_dataset
+
+
+def training_backbone_settings(backbone: str, backbone_weights: str | None, norm: Norm | None,
+                               trainable_layers: int | None, init: InitSettings
+                               ) -> tuple[Norm, int]:
+    """The norm and trainable stages the model gets (:func:`~detkit.models.backbone.
+    backbone_settings`), with ``init`` checked against the other settings first: a frozen
+    backbone has 0 trainable stages. Training and the checkpoint tools decide them alike."""
+    trainable_layers = _check_init(init, backbone_weights, trainable_layers)
+    return backbone_settings(backbone, backbone_weights, norm, trainable_layers)
+
+
+def _check_init(init: InitSettings, backbone_weights: str | None,
+                trainable_layers: int | None) -> int | None:
+    """Refuse contradictory settings; returns ``trainable_layers`` (0 when the backbone is frozen
+    and it was unset, so the stored hyperparameters say what trains)."""
+    check_parts("model.init.parts", init.parts)
+    check_parts("model.init.freeze", init.freeze)
+    if init.checkpoint is not None and "backbone" in init.parts and backbone_weights is not None:
+        raise ValueError(f"model.backbone_weights ({backbone_weights}) and model.init.checkpoint "
+                         f"({init.checkpoint}) both give the backbone: set one, or leave "
+                         "'backbone' out of model.init.parts")
+    if "backbone" in init.freeze:
+        if trainable_layers not in (None, 0):
+            raise ValueError(f"model.init.freeze has 'backbone' but model.trainable_layers is "
+                             f"{trainable_layers}: a frozen backbone has no trainable stage "
+                             "(leave trainable_layers unset, or unfreeze the backbone)")
+        return 0
+    return trainable_layers
+
+
+def detector_state(path: str) -> dict[str, Tensor]:
+    """The detector's state dict (``FasterRCNN`` keys) in the detkit training checkpoint at
+    ``path``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a readable detkit training checkpoint.
+    """
+    file = weights_file(path)
+    if file is None:
+        kind = "is a directory" if Path(path).expanduser().is_dir() else "does not exist"
+        raise FileNotFoundError(f"model.init.checkpoint {path} {kind}")
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises several types for a file it cannot parse
+        raise ValueError(f"model.init.checkpoint {path} is unreadable ({error})") from error
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not any(k.startswith(MODEL_PREFIX) for k in state):
+        raise ValueError(f"model.init.checkpoint {path} is not a detkit training checkpoint (no "
+                         f"'state_dict' with {MODEL_PREFIX}* weights)")
+    return {k.removeprefix(MODEL_PREFIX): v for k, v in state.items()
+            if k.startswith(MODEL_PREFIX)}
+
+
+MODEL_PREFIX = "model."  # DetectionModule.model's weights in a training checkpoint
 
 
 def proposal_recall_due(validation: int, every: int) -> bool:

@@ -44,8 +44,13 @@ NOT_RESULT_KEYS = (
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
     "trainer.default_root_dir",
 )
-WEIGHTS = "model.backbone_weights"
-WEIGHTS_DIGEST = "model.backbone_weights_sha256"  # a local weights file's content, in the key
+# Settings that name a local weights file: the key holds the file's content, as SETTING_sha256,
+# so other weights saved at the same path make another run.
+WEIGHTS_SETTINGS = ("model.backbone_weights", "model.init.checkpoint")
+# Settings added after runs were keyed without them: at these values they stay out of the key,
+# so those runs keep their keys (and are reused) while a run that sets them differs.
+LATER_SETTINGS = {"model.init.checkpoint": None, "model.init.parts": ["backbone", "fpn", "rpn"],
+                  "model.init.freeze": []}
 # Settings a resumed run may change: training longer continues the same run.
 RESUMABLE_CHANGES = ("trainer.max_steps",)
 
@@ -69,16 +74,18 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def run_key(config: Mapping[str, Any]) -> dict[str, Any]:
     """The settings that decide a run's results (see :data:`NOT_RESULT_KEYS`), flattened. A
-    ``model.backbone_weights`` that is a local file adds its content's SHA-256
-    (:data:`WEIGHTS_DIGEST`): a run started from other weights at the same path is another run."""
+    setting of :data:`WEIGHTS_SETTINGS` that names a local file adds its content's SHA-256 as
+    ``SETTING_sha256``: a run started from other weights at the same path is another run."""
     def excluded(name: str) -> bool:
         return any(name == k or name.startswith(k + ".") for k in NOT_RESULT_KEYS)
 
-    key = {k: v for k, v in flatten(config).items() if not excluded(k)}
-    weights = key.get(WEIGHTS)
-    path = weights_file(weights) if isinstance(weights, str) else None
-    if path is not None:
-        key[WEIGHTS_DIGEST] = file_sha256(path)
+    key = {k: v for k, v in flatten(config).items()
+           if not excluded(k) and LATER_SETTINGS.get(k, ...) != v}
+    for setting in WEIGHTS_SETTINGS:
+        weights = key.get(setting)
+        path = weights_file(weights) if isinstance(weights, str) else None
+        if path is not None:
+            key[setting + "_sha256"] = file_sha256(path)
     return dict(sorted(key.items()))
 
 

@@ -24,6 +24,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
 from detkit.models.backbone import BackboneFPN, Norm, build_backbone
+from detkit.models.parts import keep_frozen_statistics
 from detkit.models.roi_extractors import RoIExtractor, build_roi_extractor
 
 
@@ -103,6 +104,13 @@ class FasterRCNN(nn.Module):
         self.rpn = rpn
         self.roi_heads = roi_heads
         self.size_divisible = size_divisible
+        self.frozen_parts: tuple[str, ...] = ()  # see detkit.models.parts.freeze_parts
+
+    def train(self, mode: bool = True) -> FasterRCNN:
+        """As ``nn.Module.train``, but the BatchNorm layers of frozen parts stay in eval mode."""
+        super().train(mode)
+        keep_frozen_statistics(self)
+        return self
 
     @property
     def roi_extractor(self) -> RoIExtractor:

@@ -144,3 +144,23 @@ def test_the_reference_value_is_one_of_the_swept_values(tmp_path):
     (gain,) = study["interactions"]
     assert gain["extractors"]["deform_roi_pool"]["AP"]["mean"] == pytest.approx(0.0, abs=1e-12)
     assert (tmp_path / f"factor_effect_vs_{SIZE}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_layered_configs_reach_every_run_in_order(tmp_path):
+    """--config given twice: the second file's settings win over the first's, in every run and
+    in the command the report records."""
+    base, study_layer = tmp_path / "base.yaml", tmp_path / "layer.yaml"
+    base.write_text("model:\n  fpn_channels: 32\n")
+    study_layer.write_text("model:\n  fpn_channels: 16\n")
+    seen = []
+
+    class Recording(FakeTrain):
+        def __call__(self, argv):
+            seen.append(resolve_config(argv)["model"]["fpn_channels"])
+            return super().__call__(argv)
+
+    report = compare([str(base), str(study_layer)], ["roi_align"], tmp_path / "out",
+                     extractor_args={"roi_align": {"output_size": 4}},
+                     train_fn=Recording()).read_text()
+    assert seen == [16]
+    assert f"--config {base} --config {study_layer} --extractors roi_align" in report

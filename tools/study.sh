@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# README's study ("What pooling does"), every command in order: the shared detector, then
+# questions d, c, a and b, each one tools/compare.py command over 3 seeds (SEEDS=5 for more).
+#   bash tools/study.sh [d c a b]      # the questions to run (default: all four)
+# Resumable: run it again and every finished run is reused, an interrupted one resumes from its
+# last.ckpt, so it can stop at any point and grow a seed at a time. Reports land in
+# runs/study/<question>/report.md. About 3 hours on 2 CPU cores (README gives the measured time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python}"
+SEEDS="${SEEDS:-3}"
+LAYERS=(--config configs/quickstart.yaml --config configs/study.yaml)
+DONOR=runs/study/donor/checkpoints/best.ckpt
+
+if [ ! -f "$DONOR" ]; then  # train (or resume) the shared detector once
+  "$PYTHON" tools/train.py --config configs/quickstart.yaml --config configs/study_donor.yaml \
+    --run_dir runs/study/donor
+fi
+
+compare() { "$PYTHON" tools/compare.py "${LAYERS[@]}" --seeds "$SEEDS" "$@"; }
+
+for question in "${@:-d c a b}"; do
+  for q in $question; do
+    case "$q" in
+      d)  # quantization and the other single-level samplers against roi_align
+        compare --out runs/study/extractors \
+          --extractors roi_align,roi_pool,prroi_pool,mixed_pool,attention_pool ;;
+      c)  # pooled resolution
+        compare --out runs/study/resolution --extractors roi_align \
+          --vary model.roi_extractor_args.output_size=2,4,7,14 --reference-value 7 ;;
+      a)  # deformable pooling against deformation strength; deform_psroi_pool's own plain
+          # counterpart is psroi_align: the same runs with that baseline first, then roi_align's
+        for baseline in psroi_align roi_align; do
+          compare --out runs/study/deformation --baseline "$baseline" \
+            --extractors roi_align,deform_roi_pool,mdeform_roi_pool,psroi_align,deform_psroi_pool \
+            --vary data.synthetic.deformation=none,mild,strong > /dev/null
+          cp runs/study/deformation/report.md "runs/study/deformation/report_vs_$baseline.md"
+        done ;;
+      b)  # multi-scale pooling against scale range
+        compare --out runs/study/scale --extractors roi_align,roi_align_single,pyramid_fusion,spp \
+          --vary data.synthetic.scale_range=medium,coco,extreme --reference-value coco ;;
+      *) echo "unknown question $q (d, c, a or b)" >&2; exit 2 ;;
+    esac
+  done
+done
