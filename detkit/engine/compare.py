@@ -255,13 +255,14 @@ def compare(config: Configs, extractors: Sequence[str], out: str | Path, *, seed
         raise ValueError("--reference-value needs --vary: it is one of the swept values")
     reference_at = 0 if sweep is None else reference_index(sweep, reference)
     out = Path(out)
+    extractor_args = with_config_args(config, overrides, extractor_args or {})
     values = (None,) if sweep is None else sweep.values
     grid: list[dict[str, dict[int, dict]]] = [{e: {} for e in extractors} for _ in values]
     for seed in range(seeds):
         for runs, value in zip(grid, values, strict=True):
             for extractor in extractors:
                 runs[extractor][seed] = run_one(config, extractor, seed, out, overrides,
-                                                extractor_args or {}, train_fn, rerun=rerun,
+                                                extractor_args, train_fn, rerun=rerun,
                                                 sweep=sweep, value=value)
     setup = _setup_lines(config, extractors, out, seeds, overrides, sweep, baseline, base,
                          reference)
@@ -271,6 +272,21 @@ def compare(config: Configs, extractors: Sequence[str], out: str | Path, *, seed
     return write_sweep_report(list(zip(values, grid, strict=True)), sweep.key, out,
                               title=f"{title} by {sweep.key}", setup_lines=setup, baseline=base,
                               reference_index=reference_at)
+
+
+def with_config_args(config: Configs, overrides: Sequence[str],
+                     extractor_args: dict[str, Any]) -> dict[str, Any]:
+    """``extractor_args`` (``--extractor-args``) with the config's own
+    ``model.roi_extractor_args`` under them for the config's ``model.roi_extractor``: a study
+    keeps what the config sets for its extractor (``--extractor-args`` wins per setting). The
+    other extractors get only their ``--extractor-args``: the config's belong to its own."""
+    model = resolve_config(config_args(config) + list(overrides))["model"]
+    own = model.get("roi_extractor_args") or {}
+    if not own:
+        return extractor_args
+    name = model["roi_extractor"]
+    log.info("%s keeps the config's roi_extractor_args %s", name, json.dumps(own))
+    return {**extractor_args, name: {**own, **extractor_args.get(name, {})}}
 
 
 def _setup_lines(config: Configs, extractors: Sequence[str], out: Path, seeds: int,

@@ -164,3 +164,19 @@ def test_layered_configs_reach_every_run_in_order(tmp_path):
                      train_fn=Recording()).read_text()
     assert seen == [16]
     assert f"--config {base} --config {study_layer} --extractors roi_align" in report
+
+
+def test_the_configs_own_extractor_settings_stay_with_its_extractor(tmp_path):
+    """A config's model.roi_extractor_args reach the runs of its model.roi_extractor (under
+    --extractor-args, which win per setting), not the other extractors' runs."""
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  roi_extractor: deform_roi_pool\n"
+                      "  roi_extractor_args: {offset_fc_channels: 16, gamma: 0.2}\n")
+    train = FakeTrain()
+    compare(str(config), ["roi_align", "deform_roi_pool"], tmp_path / "out", train_fn=train,
+            extractor_args={"roi_align": {"output_size": 7},
+                            "deform_roi_pool": {"output_size": 7, "gamma": 0.3}})
+    given = {c[0]: c[4] for c in train.calls}
+    assert given == {"roi_align": {"output_size": 7},
+                     "deform_roi_pool": {"offset_fc_channels": 16, "gamma": 0.3,
+                                         "output_size": 7}}
