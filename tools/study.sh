@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # README's study ("What pooling does"), every command in order: the shared detector, then
-# questions d, c, a and b, each one tools/compare.py command over 3 seeds (SEEDS=5 for more).
-#   bash tools/study.sh [d c a b]      # the questions to run (default: all four)
+# questions d, c, a and b, each one tools/compare.py command over 3 seeds (SEEDS=5 for more),
+# and "donors", which checks d against a second shared detector trained with roi_pool.
+#   bash tools/study.sh [d donors c a b]      # the questions to run (default: all)
 # Resumable: run it again and every finished run is reused, an interrupted one resumes from its
 # last.ckpt, so it can stop at any point and grow a seed at a time. Reports land in
 # runs/study/<question>/report.md. About 3 hours on 2 CPU cores (README gives the measured time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python}"
+# the clone's virtual environment (README's quickstart makes it), else python on PATH
+if [ -x .venv/bin/python ]; then DEFAULT_PYTHON=.venv/bin/python; else DEFAULT_PYTHON=python; fi
+PYTHON="${PYTHON:-$DEFAULT_PYTHON}"
 SEEDS="${SEEDS:-3}"
 LAYERS=(--config configs/quickstart.yaml --config configs/study.yaml)
 DONOR=runs/study/donor/checkpoints/best.ckpt
@@ -19,12 +22,20 @@ fi
 
 compare() { "$PYTHON" tools/compare.py "${LAYERS[@]}" --seeds "$SEEDS" "$@"; }
 
-for question in "${@:-d c a b}"; do
+for question in "${@:-d donors c a b}"; do
   for q in $question; do
     case "$q" in
       d)  # quantization and the other single-level samplers against roi_align
         compare --out runs/study/extractors \
           --extractors roi_align,roi_pool,prroi_pool,mixed_pool,attention_pool ;;
+      donors)  # does d's answer depend on the extractor the shared detector was trained with?
+        if [ ! -f runs/study/donor_roi_pool/checkpoints/best.ckpt ]; then
+          "$PYTHON" tools/train.py --config configs/quickstart.yaml \
+            --config configs/study_donor.yaml --model.roi_extractor roi_pool \
+            --run_dir runs/study/donor_roi_pool
+        fi
+        compare --out runs/study/donors --extractors roi_align,roi_pool \
+          --vary "model.init.checkpoint=$DONOR,runs/study/donor_roi_pool/checkpoints/best.ckpt" ;;
       c)  # pooled resolution
         compare --out runs/study/resolution --extractors roi_align \
           --vary model.roi_extractor_args.output_size=2,4,7,14 --reference-value 7 ;;
@@ -39,7 +50,7 @@ for question in "${@:-d c a b}"; do
       b)  # multi-scale pooling against scale range
         compare --out runs/study/scale --extractors roi_align,roi_align_single,pyramid_fusion,spp \
           --vary data.synthetic.scale_range=medium,coco,extreme --reference-value coco ;;
-      *) echo "unknown question $q (d, c, a or b)" >&2; exit 2 ;;
+      *) echo "unknown question $q (d, donors, c, a or b)" >&2; exit 2 ;;
     esac
   done
 done
