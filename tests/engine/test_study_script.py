@@ -1,0 +1,73 @@
+"""tools/study.sh, README's study, with a stand-in Python that records each command: every
+command it would run parses (configs, extractor names, sweeps), in the documented order."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from detkit.engine.cli import resolve_config
+from detkit.engine.compare import parse_sweep
+from detkit.models import check_extractor_names
+
+REPO = Path(__file__).resolve().parents[2]
+
+STAND_IN = """import json, pathlib, sys
+args = sys.argv[1:]
+with open({log!r}, "a") as log:
+    log.write(json.dumps(args) + "\\n")
+def value(flag):
+    return args[args.index(flag) + 1] if flag in args else None
+if value("--out"):  # what compare.py leaves
+    pathlib.Path(value("--out")).mkdir(parents=True, exist_ok=True)
+    (pathlib.Path(value("--out")) / "report.md").write_text("report")
+if value("--run_dir"):  # what train.py leaves
+    best = pathlib.Path(value("--run_dir")) / "checkpoints" / "best.ckpt"
+    best.parent.mkdir(parents=True, exist_ok=True)
+    best.write_bytes(b"")
+"""
+
+
+def run_study(tmp_path):
+    """study.sh in a copy of the repository's tools/ and configs/ (its runs/ stay empty)."""
+    for folder in ("tools", "configs"):
+        shutil.copytree(REPO / folder, tmp_path / folder)
+    log = tmp_path / "commands.jsonl"
+    stand_in = tmp_path / "python"
+    stand_in.write_text(f"#!{sys.executable}\n" + STAND_IN.format(log=str(log)))
+    stand_in.chmod(0o755)
+    subprocess.run(["bash", "tools/study.sh"], cwd=tmp_path, check=True,
+                   env={**os.environ, "PYTHON": str(stand_in)})
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def option(args, flag):
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+def test_every_study_command_parses(tmp_path, monkeypatch):
+    commands = run_study(tmp_path)
+    tools = [Path(c[0]).name for c in commands]
+    assert tools == ["train.py", "compare.py", "train.py"] + ["compare.py"] * 5
+    outs = [option(c, "--out")[0] for c in commands if Path(c[0]).name == "compare.py"]
+    assert outs == ["runs/study/extractors", "runs/study/donors", "runs/study/resolution",
+                    "runs/study/deformation", "runs/study/deformation", "runs/study/scale"]
+    monkeypatch.chdir(tmp_path)  # the configs are read where the script ran
+    donor = resolve_config(commands[0][1:])
+    assert donor["data"]["synthetic"]["deformation"] == "strong"
+    assert donor["trainer"]["max_steps"] == 3000
+    for command in commands:
+        if Path(command[0]).name != "compare.py":
+            continue
+        configs = option(command, "--config")
+        assert configs == ["configs/quickstart.yaml", "configs/study.yaml"]
+        check_extractor_names(option(command, "--extractors")[0].split(","))
+        sweep = option(command, "--vary")
+        if sweep:
+            parse_sweep(sweep[0])
+        layered = resolve_config([a for c in configs for a in ("--config", c)])
+        assert list(layered["model"]["init"]["freeze"]) == ["backbone", "fpn", "rpn"]
+        assert layered["model"]["init"]["checkpoint"] == "runs/study/donor/checkpoints/best.ckpt"
+        assert int(option(command, "--seeds")[0]) == 3
