@@ -320,6 +320,25 @@ def _positions(values: Sequence[Any]) -> list[float]:
     return [float(i) for i in range(len(values))]
 
 
+def tick_labels(values: Sequence[Any]) -> list[str]:
+    """The x tick labels of a sweep's values: each value as the report shows it, except that
+    paths sharing their leading and trailing folders keep only the parts that differ
+    (``runs/study/donor/checkpoints/best.ckpt``, ``runs/study/donor_roi_pool/checkpoints/best.ckpt``
+    -> ``donor``, ``donor_roi_pool``), which would otherwise overlap."""
+    labels = [_show(v) for v in values]
+    if len(labels) < 2 or not all(isinstance(v, str) and "/" in v for v in values):
+        return labels
+    parts = [label.split("/") for label in labels]
+    shortest = min(len(p) for p in parts)
+    head = 0
+    while head < shortest - 1 and len({p[head] for p in parts}) == 1:
+        head += 1
+    tail = 0
+    while head + tail < shortest - 1 and len({p[len(p) - 1 - tail] for p in parts}) == 1:
+        tail += 1
+    return ["/".join(p[head:len(p) - tail]) for p in parts]
+
+
 def _sweep_axes(plt: Any, panels: Sequence[str], factor: str, values: Sequence[Any]) -> tuple:
     figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), dpi=110,
                                 squeeze=False)
@@ -328,7 +347,7 @@ def _sweep_axes(plt: Any, panels: Sequence[str], factor: str, values: Sequence[A
     for axis, title in zip(axes[0], panels, strict=True):
         axis.set_title(title)
         axis.set_xlabel(factor, fontsize=8)
-        axis.set_xticks(xs, [_show(v) for v in values])
+        axis.set_xticks(xs, tick_labels(values))
         axis.set_xlim(min(xs) - margin, max(xs) + margin)  # also for a panel without values
         axis.grid(alpha=0.3)
     return figure, axes[0], xs

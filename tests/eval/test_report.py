@@ -168,3 +168,16 @@ def test_a_gain_that_does_not_change_is_not_marked(tmp_path):
     gains = report[report.index("## Does"):report.index("## Effects of each")]
     (cell,) = row(gains, "deform_roi_pool", 0)[1:2]
     assert cell.startswith("+0.000 ± ") and "*" not in cell
+
+
+def test_sweep_tick_labels_keep_what_differs_in_paths():
+    from detkit.eval.report import tick_labels
+
+    donors = ["runs/study/donor/checkpoints/best.ckpt",
+              "runs/study/donor_roi_pool/checkpoints/best.ckpt"]
+    assert tick_labels(donors) == ["donor", "donor_roi_pool"]
+    # a label never empties: the shorter path keeps its last part
+    assert tick_labels(["a/x.ckpt", "a/b/x.ckpt"]) == ["x.ckpt", "b/x.ckpt"]
+    assert tick_labels(["none", "mild", "strong"]) == ["none", "mild", "strong"]
+    assert tick_labels([2, 4, 7]) == ["2", "4", "7"]
+    assert tick_labels(["only/one.ckpt"]) == ["only/one.ckpt"]
