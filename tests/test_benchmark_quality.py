@@ -38,3 +38,16 @@ def test_tuned_baseline_takes_anchors_proposals_rois_and_head_width_from_the_con
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness",
                            "loss_rpn_box_reg"}
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_the_quickstart_data_section_builds_the_data_module_training_uses():
+    """The benchmark builds its DataModule from the config's YAML: the synthetic set by name
+    (a dict in YAML) and the scale jitter as a tuple, as the training command line does."""
+    from detkit.benchmarks.quality import data_module
+    from detkit.data.synthetic import SyntheticFactors
+
+    settings = yaml.safe_load(QUICKSTART.read_text())["data"]
+    data = data_module(settings)
+    assert data.format == "synthetic" and data.batch_size == settings["batch_size"]
+    assert data.format_args["synthetic"] == SyntheticFactors(preset="default")
+    assert data.augmentation.scale_jitter == tuple(settings["scale_jitter"])

@@ -33,6 +33,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
 from detkit.data import CocoDetection, DetectionDataModule, collate
+from detkit.data.synthetic import SyntheticFactors
 from detkit.data.transforms import eval_transforms
 from detkit.engine.module import outputs_in_original_pixels
 from detkit.eval import detections_to_coco_results, evaluate_detections
@@ -158,6 +159,17 @@ def test_split(data: DetectionDataModule, paths: dict[str, str]) -> CocoDetectio
                          eval_transforms(data.min_size, data.max_size))
 
 
+def data_module(settings: dict[str, Any]) -> DetectionDataModule:
+    """The DataModule a config's ``data`` section (as YAML reads it) describes: YAML lists as
+    the tuples the signature takes, ``synthetic`` as :class:`SyntheticFactors` (what the
+    training command line builds from the same section)."""
+    values = {k: tuple(v) if isinstance(v, list) and k != "class_names" else v
+              for k, v in settings.items()}
+    if isinstance(values.get("synthetic"), dict):
+        values["synthetic"] = SyntheticFactors(**values["synthetic"])
+    return DetectionDataModule(**values)
+
+
 def run_quality(config: str, *, seed: int = 0, out: str = "runs/quality") -> dict[str, Any]:
     """detkit (``config``) and the torchvision baseline under the same wall-clock budget.
 
@@ -174,8 +186,7 @@ def run_quality(config: str, *, seed: int = 0, out: str = "runs/quality") -> dic
     budget = time.perf_counter() - start
     with open(config, encoding="utf-8") as f:
         settings = yaml.safe_load(f)
-    data = DetectionDataModule(**{k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in settings["data"].items()})
+    data = data_module(settings["data"])
     data.setup("fit")
     if data.format != "synthetic":
         raise ValueError("the quality comparison uses the built-in set's test split")
