@@ -22,6 +22,7 @@ import logging
 import platform
 import re
 import shlex
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -265,13 +266,30 @@ def compare(config: Configs, extractors: Sequence[str], out: str | Path, *, seed
                                                 extractor_args, train_fn, rerun=rerun,
                                                 sweep=sweep, value=value)
     setup = _setup_lines(config, extractors, out, seeds, overrides, sweep, baseline, base,
-                         reference)
+                         reference) + ["", training_time_line(grid)]
     title = "RoI extractor comparison"
     if sweep is None:
         return write_report(grid[0], out, title=title, setup_lines=setup, baseline=base)
     return write_sweep_report(list(zip(values, grid, strict=True)), sweep.key, out,
                               title=f"{title} by {sweep.key}", setup_lines=setup, baseline=base,
                               reference_index=reference_at)
+
+
+def training_time_line(grid: Sequence[dict[str, dict[int, dict]]]) -> str:
+    """What the study's runs cost, from each run's own ``wall_seconds`` (the training call, as
+    :func:`run_one` timed it when the run finished): the count, the total and the median per
+    run. A run that resumed counts only its last part; runs finished before runs recorded
+    their time are counted apart."""
+    seconds = [m["wall_seconds"] for runs in grid for seeds in runs.values()
+               for m in seeds.values() if isinstance(m.get("wall_seconds"), (int, float))]
+    total = sum(len(seeds) for runs in grid for seeds in runs.values())
+    if not seconds:
+        return f"Training time: not recorded ({total} run{'' if total == 1 else 's'})."
+    untimed = total - len(seconds)
+    return (f"Training time: {len(seconds)} runs, {sum(seconds) / 60:.1f} min in all on this "
+            f"machine (median {statistics.median(seconds):.0f} s, {min(seconds):.0f}-"
+            f"{max(seconds):.0f} s per run; a run that resumed counts only its last part)"
+            + (f"; {untimed} more without a recorded time" if untimed else "") + ".")
 
 
 def with_config_args(config: Configs, overrides: Sequence[str],

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from detkit.engine.cli import resolve_config
-from detkit.engine.compare import compare, parse_sweep, pick_baseline, reference_index
+from detkit.engine.compare import (
+    compare,
+    parse_sweep,
+    pick_baseline,
+    reference_index,
+    training_time_line,
+)
 from detkit.engine.runs import CHECKPOINT, run_key, write_key
 
 SIZE = "model.roi_extractor_args.output_size"
@@ -59,6 +65,7 @@ def test_a_sweep_grows_by_a_seed_or_a_value_and_resumes(tmp_path):
     assert (out / "runs" / "roi_align" / f"{SIZE}=4" / "seed0" / "metrics.json").exists()
     assert f"## {SIZE} = 2" in report and f"## {SIZE} = 4" in report
     assert f"--vary {SIZE}=2,4" in report and "Differences against roi_align" in report
+    assert "Training time: 4 runs," in report  # each run's own time, from its metrics.json
 
     grow_seed = FakeTrain()
     study(out, grow_seed, "2,4", seeds=2)  # one more seed: only seed 1 trains
@@ -180,3 +187,13 @@ def test_the_configs_own_extractor_settings_stay_with_its_extractor(tmp_path):
     assert given == {"roi_align": {"output_size": 7},
                      "deform_roi_pool": {"offset_fc_channels": 16, "gamma": 0.3,
                                          "output_size": 7}}
+
+
+def test_the_training_time_line_sums_what_each_run_recorded():
+    grid = [{"roi_align": {0: {"wall_seconds": 100.0}, 1: {"wall_seconds": 140.0}},
+             "roi_pool": {0: {"wall_seconds": 120.0}, 1: {"AP": 0.5}}}]
+    assert training_time_line(grid) == (
+        "Training time: 3 runs, 6.0 min in all on this machine (median 120 s, 100-140 s per "
+        "run; a run that resumed counts only its last part); 1 more without a recorded time.")
+    assert training_time_line([{"roi_align": {0: {"AP": 0.5}}}]) == (
+        "Training time: not recorded (1 run).")
