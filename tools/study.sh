@@ -45,7 +45,12 @@ for question in "${@:-d donors c a b}"; do
           compare --out runs/study/deformation --baseline "$baseline" \
             --extractors roi_align,deform_roi_pool,mdeform_roi_pool,psroi_align,deform_psroi_pool \
             --vary data.synthetic.deformation=none,mild,strong > /dev/null
-          cp runs/study/deformation/report.md "runs/study/deformation/report_vs_$baseline.md"
+          # each baseline keeps its own report, numbers and effect plot (the next one rewrites them)
+          d=runs/study/deformation effect=effect_vs_data.synthetic.deformation
+          cp "$d/study.json" "$d/study_vs_$baseline.json"
+          cp "$d/$effect.png" "$d/${effect}_vs_$baseline.png"
+          sed "s/($effect.png)/(${effect}_vs_$baseline.png)/" "$d/report.md" \
+            > "$d/report_vs_$baseline.md"
         done ;;
       b)  # multi-scale pooling against scale range
         compare --out runs/study/scale --extractors roi_align,roi_align_single,pyramid_fusion,spp \

@@ -22,7 +22,12 @@ def value(flag):
     return args[args.index(flag) + 1] if flag in args else None
 if value("--out"):  # what compare.py leaves
     pathlib.Path(value("--out")).mkdir(parents=True, exist_ok=True)
-    (pathlib.Path(value("--out")) / "report.md").write_text("report")
+    out = pathlib.Path(value("--out"))
+    key = value("--vary").split("=")[0] if value("--vary") else None
+    plot = f"effect_vs_{{key}}.png" if key else "ap_ar_by_size.png"
+    (out / "report.md").write_text(f"report against {{value('--baseline')}} ![plot]({{plot}})")
+    (out / "study.json").write_text(json.dumps({{"baseline": value("--baseline")}}))
+    (out / plot).write_text(str(value("--baseline")))
 if value("--run_dir"):  # what train.py leaves
     best = pathlib.Path(value("--run_dir")) / "checkpoints" / "best.ckpt"
     best.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +59,15 @@ def test_every_study_command_parses(tmp_path, monkeypatch):
     outs = [option(c, "--out")[0] for c in commands if Path(c[0]).name == "compare.py"]
     assert outs == ["runs/study/extractors", "runs/study/donors", "runs/study/resolution",
                     "runs/study/deformation", "runs/study/deformation", "runs/study/scale"]
+    # question a keeps each baseline's report, numbers and effect plot apart
+    deformation = tmp_path / "runs/study/deformation"
+    for baseline in ("psroi_align", "roi_align"):
+        plot = f"effect_vs_data.synthetic.deformation_vs_{baseline}.png"
+        assert (deformation / f"report_vs_{baseline}.md").read_text() == (
+            f"report against {baseline} ![plot]({plot})")
+        assert (deformation / plot).read_text() == baseline
+        assert json.loads((deformation / f"study_vs_{baseline}.json").read_text()) == {
+            "baseline": baseline}
     monkeypatch.chdir(tmp_path)  # the configs are read where the script ran
     donor = resolve_config(commands[0][1:])
     assert donor["data"]["synthetic"]["deformation"] == "strong"
