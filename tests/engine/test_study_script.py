@@ -21,8 +21,8 @@ with open({log!r}, "a") as log:
 def value(flag):
     return args[args.index(flag) + 1] if flag in args else None
 if value("--out"):  # what compare.py leaves
-    pathlib.Path(value("--out")).mkdir(parents=True, exist_ok=True)
     out = pathlib.Path(value("--out"))
+    out.mkdir(parents=True, exist_ok=True)
     key = value("--vary").split("=")[0] if value("--vary") else None
     plot = f"effect_vs_{{key}}.png" if key else "ap_ar_by_size.png"
     (out / "report.md").write_text(f"report against {{value('--baseline')}} ![plot]({{plot}})")
