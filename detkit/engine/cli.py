@@ -304,6 +304,8 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
     """
     cli = _cli(TrainCLI, argv, trainer_defaults=trainer_defaults())
     trainer, model, data, run = cli.trainer, cli.model, cli.datamodule, cli.run
+    model.share_frozen_front(cli.key, rank=trainer.global_rank,
+                             accumulate_grad_batches=trainer.accumulate_grad_batches)
     with nullcontext() if _ddp_child() else run_lock(run.directory):
         write_key(run.directory, cli.key)
         _announce(trainer, run)
@@ -312,6 +314,9 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
         except NonFiniteLossError as error:
             raise NonFiniteLossError(f"{error}. {_good_checkpoint(trainer)}") from error
         metrics = _final_evaluation(trainer, model, data)
+        if model.frozen_front is not None:  # how many training steps read their front
+            metrics["frozen_front"] = {"read": model.frozen_front.reads,
+                                       "computed": model.frozen_front.writes}
         drawn = _save_predictions_png(trainer, run.directory / PREDICTIONS_PNG)
     metrics["run_dir"] = str(run.directory)
     if trainer.is_global_zero:
@@ -354,20 +359,26 @@ def _final_evaluation(trainer: L.Trainer, model: DetectionModule,
                       data: DetectionDataModule) -> dict[str, Any]:
     """Validate the best checkpoint (or last.ckpt when no validation ran during fit, or the final
     weights without checkpoints). Not logged: the best checkpoint's
-    metrics are already in TensorBoard at their own step."""
+    metrics are already in TensorBoard at their own step. When the best checkpoint holds the
+    final weights and fit's last validation scored them (the study's and the quickstart's single
+    validation at the last step), its metrics are those: evaluation is deterministic, so
+    validating the same weights again would only repeat them."""
     throughput = model.train_images_per_second()
     callback = trainer.checkpoint_callback
     best = None
     if isinstance(callback, RunCheckpoint):
         # no validation during fit (max_steps before the first): the final state, last.ckpt
         best = callback.best_path or (callback.last_path if callback.last_path.exists() else None)
-    if best is not None:
+    scored = (isinstance(callback, RunCheckpoint) and callback.best_step is not None
+              and callback.best_step == trainer.global_step == model.last_metrics_step)
+    if best is not None and not scored:
         model = load_module(best)
-    loggers, trainer.loggers = trainer.loggers, []
-    try:
-        trainer.validate(model, datamodule=data, verbose=False)
-    finally:
-        trainer.loggers = loggers
+    if not scored:
+        loggers, trainer.loggers = trainer.loggers, []
+        try:
+            trainer.validate(model, datamodule=data, verbose=False)
+        finally:
+            trainer.loggers = loggers
     metrics = dict(model.last_metrics)
     if throughput is not None:
         metrics["train_images_per_s"] = throughput

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -19,6 +20,7 @@ from torch import Tensor
 from detkit._validation import weights_file
 from detkit.data import original_scale
 from detkit.engine.errors import NonFiniteLossError
+from detkit.engine.frozen_front import FrozenFrontStore
 from detkit.eval import (
     detections_to_coco_results,
     evaluate_detections,
@@ -71,11 +73,16 @@ class InitSettings:
             the backbone, FPN and RPN; the RoI extractor and box head start fresh.
         freeze: the parts kept fixed in training (copied or not). Freezing ``backbone`` means no
             trainable stage, so ``trainable_layers`` must then be unset or 0.
+        frozen_cache: with the backbone, FPN and RPN frozen, a folder where each training step's
+            front (their outputs) is stored by the first run and read by later runs with the
+            same data, seed and frozen weights (:mod:`detkit.engine.frozen_front`): the same
+            results, about a quarter of a roi_align step's time on a CPU. None: compute it.
     """
 
     checkpoint: str | None = None
     parts: tuple[str, ...] = ("backbone", "fpn", "rpn")
     freeze: tuple[str, ...] = ()
+    frozen_cache: str | None = None
 
 
 NonFinitePolicy = Literal["skip", "stop"]
@@ -202,10 +209,31 @@ class DetectionModule(L.LightningModule):
         self._infer_images = 0
         self._batch_size = 1
         self.last_metrics: dict[str, Any] = {}
+        self.last_metrics_step: int | None = None  # see on_validation_epoch_end
         self.last_predictions: list[dict] = []
         self.nonfinite_skips = 0  # steps skipped in this run (all), and in a row
         self._skips_in_a_row = 0
         self._base_seed = torch.initial_seed()  # seed_everything's, before any per-step seeding
+        # shares the frozen front's outputs between runs (model.init.frozen_cache): set by
+        # share_frozen_front, which needs the run key
+        self.frozen_front: FrozenFrontStore | None = None
+
+    def share_frozen_front(self, key: dict[str, Any], *, rank: int = 0,
+                           accumulate_grad_batches: int = 1) -> None:
+        """Read and store each training step's frozen front in ``model.init.frozen_cache``
+        (nothing without it); ``key`` is the run key (:func:`detkit.engine.runs.run_key`).
+
+        Raises:
+            ValueError: gradient accumulation (its steps take several batches; not supported).
+        """
+        root = self.hparams["init"].get("frozen_cache")
+        if root is None:
+            return
+        if accumulate_grad_batches != 1:
+            raise ValueError("model.init.frozen_cache keys the front by optimizer step, which "
+                             "takes one batch: leave trainer.accumulate_grad_batches at 1 (got "
+                             f"{accumulate_grad_batches})")
+        self.frozen_front = FrozenFrontStore(root, key, rank=rank)
 
     # ----------------------------------------------------------------------------- training
     def forward(self, images: list[Tensor], targets: list[dict] | None = None) -> Any:
@@ -214,7 +242,9 @@ class DetectionModule(L.LightningModule):
     def training_step(self, batch: tuple[list[Tensor], list[dict]],
                       batch_idx: int) -> Tensor | None:
         images, targets = batch
-        losses = self.model(images, targets)
+        front = (None if self.frozen_front is None else
+                 functools.partial(self.frozen_front.front, self.global_step))
+        losses = self.model(images, targets, front=front)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
             terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
@@ -395,6 +425,10 @@ class DetectionModule(L.LightningModule):
         if throughput is not None:
             metrics["train_images_per_s"] = throughput
         self.last_metrics = ordered_metrics(metrics)
+        # the step of these metrics, when they hold everything a validation can give (proposal
+        # recall too, unless it is off): the final evaluation of that step's weights reuses them
+        complete = self.proposal_recall_every == 0 or self._proposal_recall_due()
+        self.last_metrics_step = self.global_step if complete else None
         self.last_predictions = results
         self.log_dict({f"val/{k}": v for k, v in scalar_metrics(metrics).items()},
                       sync_dist=False, rank_zero_only=False)
@@ -439,6 +473,10 @@ def _check_init(init: InitSettings, backbone_weights: str | None,
         raise ValueError(f"model.backbone_weights ({backbone_weights}) and model.init.checkpoint "
                          f"({init.checkpoint}) both give the backbone: set one, or leave "
                          "'backbone' out of model.init.parts")
+    if init.frozen_cache is not None and not {"backbone", "fpn", "rpn"} <= set(init.freeze):
+        raise ValueError(f"model.init.frozen_cache ({init.frozen_cache}) shares the outputs of a "
+                         "frozen backbone, FPN and RPN: model.init.freeze must hold all three, "
+                         f"got {list(init.freeze)}")
     if "backbone" in init.freeze:
         if trainable_layers not in (None, 0):
             raise ValueError(f"model.init.freeze has 'backbone' but model.trainable_layers is "

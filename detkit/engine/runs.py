@@ -38,11 +38,12 @@ RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 _STARTING = "starting"  # a claim: the folder's run lock is about to be taken
 
-# Settings that change where or how a run is recorded, never what it computes.
+# Settings that change where or how a run is recorded, never what it computes (a frozen front
+# read back from model.init.frozen_cache is bit-identical to the one it replaces).
 NOT_RESULT_KEYS = (
     "config", "ckpt_path", "run_dir", "checkpoint_every_n_steps", "trainer.logger",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
-    "trainer.default_root_dir",
+    "trainer.default_root_dir", "model.init.frozen_cache",
 )
 # Settings that name a local weights file: the key holds the file's content, as SETTING_sha256,
 # so other weights saved at the same path make another run.

@@ -12,6 +12,7 @@ the input/output dict keys (``boxes_xyxy``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,13 @@ class RoIHeadSettings:
     nms_thresh: float = 0.5
     detections_per_img: int = 100
     representation_size: int = 1024  # width of the 2-fc head
+
+
+# (batch, targets, compute) -> compute()'s (features, proposals, rpn_losses); see forward
+FrontProvider = Callable[
+    [Tensor, list[dict[str, Tensor]] | None,
+     Callable[[], tuple[dict[str, Tensor], list[Tensor], dict[str, Tensor]]]],
+    tuple[dict[str, Tensor], list[Tensor], dict[str, Tensor]]]
 
 
 def batch_images(images: list[Tensor], size_divisible: int) -> ImageList:
@@ -117,16 +125,28 @@ class FasterRCNN(nn.Module):
         return self.roi_heads.box_roi_pool
 
     def forward(
-        self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
+        self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None, *,
+        front: FrontProvider | None = None,
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        """``front``: where the backbone + RPN outputs come from, when not computed here; it is
+        called as ``front(batch, targets, compute)`` with the padded batch ``Tensor[N, 3, H,
+        W]``, the targets (torchvision keys ``boxes``, ``labels``) and ``compute()``, which
+        computes them, and returns what ``compute()`` would: ``(features, proposals,
+        rpn_losses)``. Used to share a frozen front between runs
+        (:mod:`detkit.engine.frozen_front`)."""
         if self.training and targets is None:
             raise ValueError("targets are required in training mode")
         image_list = batch_images(images, self.size_divisible)
         tv_targets = None
         if targets is not None:
             tv_targets = [{"boxes": t["boxes_xyxy"], "labels": t["labels"]} for t in targets]
-        features = self.backbone(image_list.tensors)
-        proposals, rpn_losses = self.rpn(image_list, features, tv_targets)
+
+        def compute() -> tuple[dict[str, Tensor], list[Tensor], dict[str, Tensor]]:
+            features = self.backbone(image_list.tensors)
+            return (features, *self.rpn(image_list, features, tv_targets))
+
+        features, proposals, rpn_losses = (compute() if front is None else
+                                           front(image_list.tensors, tv_targets, compute))
         detections, head_losses = self.roi_heads(features, proposals, image_list.image_sizes,
                                                  tv_targets)
         if self.training:
