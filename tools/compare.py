@@ -17,6 +17,7 @@ and DIR/ap_vs_iou.png; with --vary, DIR/factor_effect_vs_KEY.png, DIR/effect_vs_
 DIR/ap_by_size_vs_KEY.png) and DIR/runs/ (TensorBoard); run again, it reuses finished runs whose
 resolved config matches (so a grid grows by a seed or a value), resumes interrupted ones from
 their last.ckpt, and refuses runs trained with other settings (naming them) unless --rerun.
+--reuse-runs DIR also reuses another study's finished runs with the same settings (linked).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: the first)")
     parser.add_argument("--rerun", action="store_true",
                         help="retrain runs in --out whose settings differ (else refused)")
+    parser.add_argument("--reuse-runs", action="append", default=[], metavar="DIR",
+                        help="reuse finished runs under DIR (another study's) whose settings "
+                        "are a run's of this study: its folder becomes a link to them")
     parser.add_argument("--extractor-args", default="{}",
                         help='JSON: per-extractor settings, e.g. {"spp": {"grids": [1, 2]}}')
     args, overrides = parser.parse_known_args(argv)
@@ -56,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                      seeds=args.seeds, overrides=overrides,
                      extractor_args=json.loads(args.extractor_args), rerun=args.rerun,
                      sweep=parse_sweep(args.vary) if args.vary else None,
-                     baseline=args.baseline, reference=args.reference_value)
+                     baseline=args.baseline, reference=args.reference_value,
+                     reuse_runs=args.reuse_runs)
     print(report.read_text())
     print(f"\nreport: {report}")
     return 0

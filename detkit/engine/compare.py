@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import platform
 import re
 import shlex
@@ -36,6 +37,7 @@ from detkit.engine.cli import resolve_config, train
 from detkit.engine.runs import (
     CHECKPOINT,
     NOT_RESULT_KEYS,
+    RUN_FILE,
     RunFolderError,
     changed_settings,
     clear,
@@ -172,9 +174,50 @@ def config_args(config: Configs) -> list[str]:
     return [arg for file in files for arg in ("--config", file)]
 
 
+class FinishedRuns:
+    """The finished runs (``metrics.json`` beside ``run.json``) under some folders, by the hash
+    of their run key (:func:`~detkit.engine.runs.read_key`), for a study to reuse runs that
+    another study trained with the same settings (``--reuse-runs``). Folders that are links are
+    skipped (they are reuses themselves), as is everything under ``exclude``."""
+
+    def __init__(self, roots: Sequence[str | Path], exclude: Path) -> None:
+        self.by_key: dict[str, Path] = {}
+        exclude = exclude.resolve()
+        for root in roots:
+            for file in sorted(Path(root).rglob(RUN_FILE)):
+                folder = file.parent
+                if (folder.is_symlink() or not (folder / "metrics.json").exists()
+                        or folder.resolve().is_relative_to(exclude)):
+                    continue
+                key = read_key(folder)
+                if key is not None:
+                    self.by_key.setdefault(key_hash(key), folder)
+
+    def find(self, key: dict[str, Any]) -> Path | None:
+        return self.by_key.get(key_hash(key))
+
+
+def _link_finished(directory: Path, key: dict[str, Any], finished: FinishedRuns | None) -> None:
+    """Make the empty or missing run folder ``directory`` a link to a finished run with the same
+    key elsewhere (relative, so the runs folder can move as a whole)."""
+    if finished is None or directory.is_symlink() or (directory.exists()
+                                                        and any(directory.iterdir())):
+        return
+    source = finished.find(key)
+    if source is None:
+        return
+    if directory.exists():
+        directory.rmdir()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    directory.symlink_to(os.path.relpath(source.resolve(), directory.parent.resolve()),
+                         target_is_directory=True)
+    log.info("linking %s to the finished run %s (same settings)", directory, source)
+
+
 def run_one(config: Configs, extractor: str, seed: int, out: Path, overrides: Sequence[str],
             extractor_args: dict[str, Any], train_fn: Callable[[list[str]], dict], *,
-            rerun: bool = False, sweep: Sweep | None = None, value: Any = None) -> dict:
+            rerun: bool = False, sweep: Sweep | None = None, value: Any = None,
+            finished: FinishedRuns | None = None) -> dict:
     """Train + evaluate one extractor with one seed (and, in a ``sweep``, its setting at
     ``value``), or load the finished run.
 
@@ -186,7 +229,11 @@ def run_one(config: Configs, extractor: str, seed: int, out: Path, overrides: Se
 
     A swept ``model.roi_extractor_args.NAME`` is merged into this extractor's
     ``extractor_args``; any other key is passed as ``--KEY VALUE`` after ``overrides``. Whether
-    it applies is the run config's (or the extractor's) to say."""
+    it applies is the run config's (or the extractor's) to say.
+
+    ``finished``: runs of other studies; when this run's folder is empty and one of them has
+    the same key, the folder becomes a link to it and its metrics are this run's (marked
+    ``reused_from``, so the study's training time leaves it out)."""
     args, setting = dict(extractor_args.get(extractor, {})), []
     if sweep is not None:
         if sweep.key.startswith(EXTRACTOR_ARGS + "."):
@@ -203,6 +250,14 @@ def run_one(config: Configs, extractor: str, seed: int, out: Path, overrides: Se
     ]
     key = run_key(resolve_config(argv))
     metrics_file = directory / "metrics.json"
+    if directory.is_symlink() and (read_key(directory) != key or not metrics_file.exists()):
+        if not rerun:  # the linked run is another study's: never cleared from here
+            raise RunFolderError(
+                f"{directory} links to {directory.resolve()}, a run with other settings "
+                f"({'; '.join(changed_settings(read_key(directory) or {}, key))}); use another "
+                "--out, or --rerun to replace the link with a run of its own")
+        directory.unlink()
+    _link_finished(directory, key, finished)
     with run_lock(directory):
         old = read_key(directory)
         changes = changed_settings(old, key) if old is not None else []
@@ -212,7 +267,10 @@ def run_one(config: Configs, extractor: str, seed: int, out: Path, overrides: Se
                 "another --out, or --rerun to replace such runs")
         if metrics_file.exists() and old is not None and not changes:
             log.info("reusing finished run %s (run key %s)", directory, key_hash(key))
-            return json.loads(metrics_file.read_text())
+            metrics = json.loads(metrics_file.read_text())
+            if directory.is_symlink():
+                metrics["reused_from"] = str(directory.resolve())
+            return metrics
         if changes or old is None or not (directory / CHECKPOINT).exists():
             if has_content(directory):
                 log.info("clearing %s (%s)", directory, "other settings" if changes else
@@ -235,7 +293,7 @@ def compare(config: Configs, extractors: Sequence[str], out: str | Path, *, seed
             overrides: Sequence[str] = (), extractor_args: dict[str, Any] | None = None,
             train_fn: Callable[[list[str]], dict] = train, rerun: bool = False,
             sweep: Sweep | None = None, baseline: str | None = None,
-            reference: str | None = None) -> Path:
+            reference: str | None = None, reuse_runs: Sequence[str | Path] = ()) -> Path:
     """Run the study and write ``out/report.md`` with its plots and ``out/study.json``; returns
     the report path. Runs go seed by seed (every value and extractor of seed 0 first), so an
     interrupted study leaves complete pairs.
@@ -247,6 +305,8 @@ def compare(config: Configs, extractors: Sequence[str], out: str | Path, *, seed
         reference: with a sweep, the value its effect is measured against (as on the command
             line; default: the first value; :func:`reference_index`).
         rerun: retrain runs whose folder holds other settings (else they are refused).
+        reuse_runs: folders of other studies whose finished runs this one reuses (linked) when
+            their settings are this run's (:class:`FinishedRuns`).
     """
     check_extractor_names(extractors)
     if seeds < 1:
@@ -259,14 +319,15 @@ def compare(config: Configs, extractors: Sequence[str], out: str | Path, *, seed
     extractor_args = with_config_args(config, overrides, extractor_args or {})
     values = (None,) if sweep is None else sweep.values
     grid: list[dict[str, dict[int, dict]]] = [{e: {} for e in extractors} for _ in values]
+    finished = FinishedRuns(reuse_runs, exclude=out) if reuse_runs else None
     for seed in range(seeds):
         for runs, value in zip(grid, values, strict=True):
             for extractor in extractors:
                 runs[extractor][seed] = run_one(config, extractor, seed, out, overrides,
                                                 extractor_args, train_fn, rerun=rerun,
-                                                sweep=sweep, value=value)
+                                                sweep=sweep, value=value, finished=finished)
     setup = _setup_lines(config, extractors, out, seeds, overrides, sweep, baseline, base,
-                         reference) + ["", training_time_line(grid)]
+                         reference, reuse_runs) + ["", training_time_line(grid)]
     title = "RoI extractor comparison"
     if sweep is None:
         return write_report(grid[0], out, title=title, setup_lines=setup, baseline=base)
@@ -279,17 +340,21 @@ def training_time_line(grid: Sequence[dict[str, dict[int, dict]]]) -> str:
     """What the study's runs cost, from each run's own ``wall_seconds`` (the training call, as
     :func:`run_one` timed it when the run finished): the count, the total and the median per
     run. A run that resumed counts only its last part; runs finished before runs recorded
-    their time are counted apart."""
-    seconds = [m["wall_seconds"] for runs in grid for seeds in runs.values()
-               for m in seeds.values() if isinstance(m.get("wall_seconds"), (int, float))]
-    total = sum(len(seeds) for runs in grid for seeds in runs.values())
+    their time, and runs reused from another study (trained, and counted, there), are counted
+    apart."""
+    metrics = [m for runs in grid for seeds in runs.values() for m in seeds.values()]
+    reused = sum("reused_from" in m for m in metrics)
+    seconds = [m["wall_seconds"] for m in metrics if "reused_from" not in m
+               and isinstance(m.get("wall_seconds"), (int, float))]
+    untimed = len(metrics) - reused - len(seconds)
+    reuses = f"; {reused} more reused from other studies' runs (same settings)" if reused else ""
     if not seconds:
-        return f"Training time: not recorded ({total} run{'' if total == 1 else 's'})."
-    untimed = total - len(seconds)
+        return f"Training time: not recorded ({untimed} run{'' if untimed == 1 else 's'}){reuses}."
+    more = (f"; {untimed} more without a recorded time" if untimed else "") + reuses
     return (f"Training time: {len(seconds)} runs, {sum(seconds) / 60:.1f} min in all on this "
             f"machine (median {statistics.median(seconds):.0f} s, {min(seconds):.0f}-"
             f"{max(seconds):.0f} s per run; a run that resumed counts only its last part)"
-            + (f"; {untimed} more without a recorded time" if untimed else "") + ".")
+            + more + ".")
 
 
 def with_config_args(config: Configs, overrides: Sequence[str],
@@ -309,13 +374,16 @@ def with_config_args(config: Configs, overrides: Sequence[str],
 
 def _setup_lines(config: Configs, extractors: Sequence[str], out: Path, seeds: int,
                  overrides: Sequence[str], sweep: Sweep | None, baseline: str | None,
-                 base: str, reference: str | None = None) -> list[str]:
+                 base: str, reference: str | None = None,
+                 reuse_runs: Sequence[str | Path] = ()) -> list[str]:
     command = "python tools/compare.py " + shlex.join(
         config_args(config) + ["--extractors", ",".join(extractors),
                                                     "--out", str(out), "--seeds", str(seeds)]
         + ([] if sweep is None else ["--vary", sweep.argument()])
         + ([] if baseline is None else ["--baseline", baseline])
-        + ([] if reference is None else ["--reference-value", reference]) + list(overrides))
+        + ([] if reference is None else ["--reference-value", reference])
+        + [arg for folder in reuse_runs for arg in ("--reuse-runs", str(folder))]
+        + list(overrides))
     folders = "EXTRACTOR/seedS" if sweep is None else f"EXTRACTOR/{sweep.key}=VALUE/seedS"
     return [
         f"Command: `{command}`",

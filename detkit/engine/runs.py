@@ -16,6 +16,7 @@ names every setting that differs. ``.lock`` holds the pid of the process writing
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -74,9 +75,10 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def run_key(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings that decide a run's results (see :data:`NOT_RESULT_KEYS`), flattened. A
-    setting of :data:`WEIGHTS_SETTINGS` that names a local file adds its content's SHA-256 as
-    ``SETTING_sha256``: a run started from other weights at the same path is another run."""
+    """The settings that decide a run's results (see :data:`NOT_RESULT_KEYS`), flattened and in
+    :func:`canonical_key` form. A setting of :data:`WEIGHTS_SETTINGS` that names a local file
+    adds its content's SHA-256 as ``SETTING_sha256``: a run started from other weights at the
+    same path is another run."""
     def excluded(name: str) -> bool:
         return any(name == k or name.startswith(k + ".") for k in NOT_RESULT_KEYS)
 
@@ -87,6 +89,41 @@ def run_key(config: Mapping[str, Any]) -> dict[str, Any]:
         path = weights_file(weights) if isinstance(weights, str) else None
         if path is not None:
             key[setting + "_sha256"] = file_sha256(path)
+    return canonical_key(key)
+
+
+EXTRACTOR_ARGS = "model.roi_extractor_args"
+SYNTHETIC = "data.synthetic"
+
+
+def canonical_key(key: Mapping[str, Any]) -> dict[str, Any]:
+    """One spelling for settings that are written two ways but train the same run, so that a run
+    is found whichever way a study asked for it (``--vary data.synthetic.deformation=none`` and
+    the preset's own ``none`` left unset; ``output_size=7`` and the extractor's default 7):
+
+    - a synthetic set's factor left unset (None) takes its preset's setting
+      (:meth:`~detkit.data.SyntheticFactors.settings`);
+    - ``model.roi_extractor_args`` gets the extractor's own defaults for the arguments it
+      leaves out (its constructor's signature), one flattened key each.
+
+    Keys stored by earlier versions read in this form too (:func:`read_key`)."""
+    from detkit.data.synthetic import FACTORS, PRESETS
+    from detkit.models import EXTRACTORS
+
+    key = dict(key)
+    preset = PRESETS.get(key.get(f"{SYNTHETIC}.preset"))  # type: ignore[arg-type]
+    if preset is not None:
+        for name in FACTORS:
+            if f"{SYNTHETIC}.{name}" in key and key[f"{SYNTHETIC}.{name}"] is None:
+                key[f"{SYNTHETIC}.{name}"] = preset["factors"][name]
+    extractor = EXTRACTORS.get(key.get("model.roi_extractor"))  # type: ignore[arg-type]
+    if extractor is not None and (key.get(EXTRACTOR_ARGS) == {} or any(
+            k.startswith(EXTRACTOR_ARGS + ".") for k in key)):
+        key.pop(EXTRACTOR_ARGS, None)
+        defaults = {name: p.default for name, p in inspect.signature(extractor).parameters.items()
+                    if name != "in_channels" and p.default is not inspect.Parameter.empty}
+        for name, value in flatten(defaults, EXTRACTOR_ARGS + ".").items():
+            key.setdefault(name, value)
     return dict(sorted(key.items()))
 
 
@@ -112,9 +149,10 @@ def changed_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
 
 
 def read_key(directory: Path) -> dict[str, Any] | None:
-    """The key stored in ``directory/run.json``, or None when there is none."""
+    """The key stored in ``directory/run.json`` (in :func:`canonical_key` form), or None when
+    there is none."""
     path = directory / RUN_FILE
-    return json.loads(path.read_text())["key"] if path.exists() else None
+    return canonical_key(json.loads(path.read_text())["key"]) if path.exists() else None
 
 
 def write_key(directory: Path, key: Mapping[str, Any]) -> None:

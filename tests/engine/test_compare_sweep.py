@@ -14,7 +14,7 @@ from detkit.engine.compare import (
     reference_index,
     training_time_line,
 )
-from detkit.engine.runs import CHECKPOINT, run_key, write_key
+from detkit.engine.runs import CHECKPOINT, RunFolderError, run_key, write_key
 
 SIZE = "model.roi_extractor_args.output_size"
 BONUS = {"roi_align": 0.0, "deform_roi_pool": 0.02}
@@ -31,7 +31,7 @@ class FakeTrain:
     def __call__(self, argv):
         config = resolve_config(argv)
         model, directory = config["model"], Path(config["run_dir"])
-        size = model["roi_extractor_args"]["output_size"]
+        size = model["roi_extractor_args"].get("output_size", 7)  # the extractors' default
         run = (model["roi_extractor"], config["seed_everything"], size)
         self.calls.append((*run, (directory / CHECKPOINT).exists(), model["roi_extractor_args"]))
         write_key(directory, run_key(config))
@@ -47,10 +47,11 @@ class FakeTrain:
         return sorted(c[:3] for c in self.calls)
 
 
-def study(out, train_fn, sizes, seeds):
+def study(out, train_fn, sizes, seeds, **options):
     return compare(None, ["roi_align", "deform_roi_pool"], out, seeds=seeds,
-                   sweep=parse_sweep(f"{SIZE}={sizes}"), train_fn=train_fn,
-                   extractor_args={"deform_roi_pool": {"offset_fc_channels": 32}})
+                   sweep=None if sizes is None else parse_sweep(f"{SIZE}={sizes}"),
+                   train_fn=train_fn,
+                   extractor_args={"deform_roi_pool": {"offset_fc_channels": 32}}, **options)
 
 
 def test_a_sweep_grows_by_a_seed_or_a_value_and_resumes(tmp_path):
@@ -197,3 +198,30 @@ def test_the_training_time_line_sums_what_each_run_recorded():
         "run; a run that resumed counts only its last part); 1 more without a recorded time.")
     assert training_time_line([{"roi_align": {0: {"AP": 0.5}}}]) == (
         "Training time: not recorded (1 run).")
+
+
+def test_another_studys_runs_with_the_same_settings_are_linked_not_retrained(tmp_path):
+    first = FakeTrain()
+    study(tmp_path / "a", first, "4,7", seeds=1)
+    # the same runs asked for as output_size=7 in a sweep and as the extractors' default 7
+    swept, default = FakeTrain(), FakeTrain()
+    report = study(tmp_path / "b", swept, "7,14", seeds=1, reuse_runs=[tmp_path]).read_text()
+    assert swept.runs() == [("deform_roi_pool", 0, 14), ("roi_align", 0, 14)]
+    study(tmp_path / "c", default, None, seeds=1, reuse_runs=[tmp_path / "a"])
+    assert default.calls == []
+    for out, folder in ((tmp_path / "b", f"{SIZE}=7/seed0"), (tmp_path / "c", "seed0")):
+        linked = out / "runs" / "roi_align" / folder
+        assert linked.is_symlink() and linked.resolve() == (
+            tmp_path / "a" / "runs" / "roi_align" / f"{SIZE}=7" / "seed0")
+    assert "Training time: 2 runs," in report
+    assert "; 2 more reused from other studies' runs (same settings)." in report
+    # a link whose run no longer matches is refused, and --rerun replaces the link only
+    with pytest.raises(RunFolderError, match=r"links to .*a run with other settings .*"
+                                             r"trainer.max_steps"):
+        study(tmp_path / "c", FakeTrain(), None, seeds=1, overrides=["--trainer.max_steps", "9"])
+    again = FakeTrain()
+    study(tmp_path / "c", again, None, seeds=1, overrides=["--trainer.max_steps", "9"],
+          rerun=True)
+    assert again.runs() == [("deform_roi_pool", 0, 7), ("roi_align", 0, 7)]
+    assert not (tmp_path / "c" / "runs" / "roi_align" / "seed0").is_symlink()
+    assert (tmp_path / "a" / "runs" / "roi_align" / f"{SIZE}=7" / "seed0" / "metrics.json").exists()

@@ -1,4 +1,5 @@
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from detkit.engine.runs import (
     key_hash,
     new_version,
     plan_run,
+    read_key,
     run_key,
     run_lock,
     write_key,
@@ -164,3 +166,26 @@ def test_a_stale_lock_found_by_several_processes_goes_to_one(tmp_path):
     outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
     assert outcomes == ["refused", "refused", "took"]
     assert not (tmp_path / ".lock").exists()  # released by the one that took it
+
+
+def test_settings_written_two_ways_give_one_key(tmp_path):
+    """An unset synthetic factor is its preset's setting; an extractor argument left out is the
+    extractor's default; keys stored before this read the same way."""
+    def config(deformation, args):
+        return {"data": {"format": "synthetic",
+                         "synthetic": {"preset": "default", "deformation": deformation}},
+                "model": {"roi_extractor": "roi_align", "roi_extractor_args": args}}
+
+    unset = run_key(config(None, {}))
+    assert unset == run_key(config("none", {"output_size": 7}))
+    assert unset["model.roi_extractor_args.featmap_names"] == ["p2", "p3", "p4", "p5"]
+    assert unset != run_key(config("mild", {}))
+    assert unset != run_key(config(None, {"output_size": 4}))
+    hard = run_key({**config(None, {}), "data": {"synthetic": {"preset": "hard",
+                                                               "deformation": None}}})
+    assert hard["data.synthetic.deformation"] == "strong"
+    stored = {"data.format": "synthetic", "data.synthetic.preset": "default",
+              "data.synthetic.deformation": None, "model.roi_extractor": "roi_align",
+              "model.roi_extractor_args": {}}
+    (tmp_path / "run.json").write_text(json.dumps({"hash": "old", "key": stored}))
+    assert read_key(tmp_path) == run_key(config(None, {}))
