@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vary", metavar="KEY=V1,V2,...",
                         help="sweep one setting, e.g. data.synthetic.deformation=none,mild,strong")
     parser.add_argument("--baseline", help="extractor the differences are taken against "
-                        "(default: roi_align if among --extractors, else the first)")
+                        "(default: roi_align if among --extractors, else the first); given, "
+                        "it names the outputs it changes (DIR/report_vs_BASELINE.md, "
+                        "DIR/study_vs_BASELINE.json, DIR/effect_vs_KEY_vs_BASELINE.png)")
     parser.add_argument("--reference-value", metavar="V",
                         help="with --vary: the value the factor's effect is measured against "
                         "(default: the first)")

@@ -20,7 +20,9 @@ if [ ! -f "$DONOR" ]; then  # train (or resume) the shared detector once
     --run_dir runs/study/donor
 fi
 
-compare() { "$PYTHON" tools/compare.py "${LAYERS[@]}" --seeds "$SEEDS" "$@"; }
+# every question reuses the runs another one trained with the same settings (linked, e.g. d's
+# roi_align runs are a's deformation=none ones and c's output_size=7 ones)
+compare() { "$PYTHON" tools/compare.py "${LAYERS[@]}" --seeds "$SEEDS" --reuse-runs runs/study "$@"; }
 
 for question in "${@:-d donors c a b}"; do
   for q in $question; do
@@ -41,16 +43,11 @@ for question in "${@:-d donors c a b}"; do
           --vary model.roi_extractor_args.output_size=2,4,7,14 --reference-value 7 ;;
       a)  # deformable pooling against deformation strength; deform_psroi_pool's own plain
           # counterpart is psroi_align: the same runs with that baseline first, then roi_align's
+        # (each baseline's report, numbers and effect plot are named after it: report_vs_B.md)
         for baseline in psroi_align roi_align; do
           compare --out runs/study/deformation --baseline "$baseline" \
             --extractors roi_align,deform_roi_pool,mdeform_roi_pool,psroi_align,deform_psroi_pool \
             --vary data.synthetic.deformation=none,mild,strong > /dev/null
-          # each baseline keeps its own report, numbers and effect plot (the next one rewrites them)
-          d=runs/study/deformation effect=effect_vs_data.synthetic.deformation
-          cp "$d/study.json" "$d/study_vs_$baseline.json"
-          cp "$d/$effect.png" "$d/${effect}_vs_$baseline.png"
-          sed "s/($effect.png)/(${effect}_vs_$baseline.png)/" "$d/report.md" \
-            > "$d/report_vs_$baseline.md"
         done ;;
       b)  # multi-scale pooling against scale range
         compare --out runs/study/scale --extractors roi_align,roi_align_single,pyramid_fusion,spp \

@@ -301,7 +301,9 @@ def compare(config: Configs, extractors: Sequence[str], out: str | Path, *, seed
     Args:
         config: the training config file, or several layered in order (None: overrides only).
         sweep: also vary one setting (each value crossed with every extractor and seed).
-        baseline: the extractor the differences are taken against (:func:`pick_baseline`).
+        baseline: the extractor the differences are taken against (:func:`pick_baseline`);
+            given, it names the outputs that depend on it: ``report_vs_BASELINE.md``,
+            ``study_vs_BASELINE.json`` and, in a sweep, ``effect_vs_KEY_vs_BASELINE.png``.
         reference: with a sweep, the value its effect is measured against (as on the command
             line; default: the first value; :func:`reference_index`).
         rerun: retrain runs whose folder holds other settings (else they are refused).
@@ -329,11 +331,15 @@ def compare(config: Configs, extractors: Sequence[str], out: str | Path, *, seed
     setup = _setup_lines(config, extractors, out, seeds, overrides, sweep, baseline, base,
                          reference, reuse_runs) + ["", training_time_line(grid)]
     title = "RoI extractor comparison"
+    # a baseline chosen by name names the outputs it changes: a second baseline's report of the
+    # same runs lands beside the first, not over it
+    suffix = "" if baseline is None else f"_vs_{base}"
     if sweep is None:
-        return write_report(grid[0], out, title=title, setup_lines=setup, baseline=base)
+        return write_report(grid[0], out, title=title, setup_lines=setup, baseline=base,
+                            suffix=suffix)
     return write_sweep_report(list(zip(values, grid, strict=True)), sweep.key, out,
                               title=f"{title} by {sweep.key}", setup_lines=setup, baseline=base,
-                              reference_index=reference_at)
+                              reference_index=reference_at, suffix=suffix)
 
 
 def training_time_line(grid: Sequence[dict[str, dict[int, dict]]]) -> str:

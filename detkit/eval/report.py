@@ -472,9 +472,11 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
 
 
 def write_report(runs: Runs, out: Path, *, title: str, setup_lines: list[str],
-                 baseline: str = "roi_align") -> Path:
+                 baseline: str = "roi_align", suffix: str = "") -> Path:
     """Write ``out/report.md``, ``out/ap_ar_by_size.png``, ``out/ap_vs_iou.png`` and
-    ``out/study.json``; returns the report's path."""
+    ``out/study.json``; returns the report's path. ``suffix`` goes into the names of the outputs
+    that depend on ``baseline`` (``report<suffix>.md``, ``study<suffix>.json``), so reports of
+    one study against two baselines stay side by side."""
     out.mkdir(parents=True, exist_ok=True)
     seeded = by_seed(runs)
     columns = columns_for(seeded)
@@ -485,15 +487,17 @@ def write_report(runs: Runs, out: Path, *, title: str, setup_lines: list[str],
              *_value_sections(seeded, columns, baseline, "##"),
              "## Plots", "", "![AP and AR by object size](ap_ar_by_size.png)", "",
              "![AP against IoU threshold](ap_vs_iou.png)", ""]
-    _write_json(out / "study.json", _study(title, None, baseline, columns,
-                                           [(None, study_numbers(seeded, columns, baseline))]))
-    path = out / "report.md"
+    _write_json(out / f"study{suffix}.json",
+                _study(title, None, baseline, columns,
+                       [(None, study_numbers(seeded, columns, baseline))]))
+    path = out / f"report{suffix}.md"
     path.write_text("\n".join(parts))
     return path
 
 
 def write_sweep_report(sweep: Sequence[tuple[Any, Runs]], factor: str, out: Path, *, title: str,
-                       setup_lines: list[str], baseline: str, reference_index: int = 0) -> Path:
+                       setup_lines: list[str], baseline: str, reference_index: int = 0,
+                       suffix: str = "") -> Path:
     """The report of a sweep over one setting ``factor``. First the factor's own effect, each
     value against the reference value (``sweep[reference_index]``) per extractor, paired by
     seed (:func:`factor_differences`, ``out/factor_effect_vs_<factor>.png``), and whether each
@@ -501,7 +505,7 @@ def write_sweep_report(sweep: Sequence[tuple[Any, Runs]], factor: str, out: Path
     ``out/effect_vs_<factor>.png`` (ΔAP, ΔAP75, ΔAPs/m/l against ``baseline`` at each value),
     ``out/ap_by_size_vs_<factor>.png``, and for each value its results table and paired
     differences (as :func:`write_report`). ``study.json`` holds every number. Returns the
-    report's path."""
+    report's path. ``suffix``: as in :func:`write_report`, also in the effect plot's name."""
     out.mkdir(parents=True, exist_ok=True)
     seeded = [(value, by_seed(runs)) for value, runs in sweep]
     values = [v for v, _ in seeded]
@@ -511,7 +515,7 @@ def write_sweep_report(sweep: Sequence[tuple[Any, Runs]], factor: str, out: Path
     seeds = max(len(s) for _, runs in seeded for s in runs.values())
     factor_effects = factor_differences(seeded, columns, reference)
     gains = [(v, d) for v, d in interactions(seeded, columns, reference, baseline) if d]
-    effect_png, size_png = f"effect_vs_{factor}.png", f"ap_by_size_vs_{factor}.png"
+    effect_png, size_png = f"effect_vs_{factor}{suffix}.png", f"ap_by_size_vs_{factor}.png"
     factor_png = f"factor_effect_vs_{factor}.png"
     plot_factor_effects(values, factor_effects, factor, reference, out / factor_png)
     plot_effects([(v, differences(runs, columns, baseline)) for v, runs in seeded], factor,
@@ -542,8 +546,8 @@ def write_sweep_report(sweep: Sequence[tuple[Any, Runs]], factor: str, out: Path
         (value, study_numbers(runs, columns, baseline)) for value, runs in seeded])
     study.update(reference_value=reference, factor_effects=_differences_json(factor_effects),
                  interactions=_differences_json(gains))
-    _write_json(out / "study.json", study)
-    path = out / "report.md"
+    _write_json(out / f"study{suffix}.json", study)
+    path = out / f"report{suffix}.md"
     path.write_text("\n".join(parts))
     return path
 

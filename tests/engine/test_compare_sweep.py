@@ -225,3 +225,23 @@ def test_another_studys_runs_with_the_same_settings_are_linked_not_retrained(tmp
     assert again.runs() == [("deform_roi_pool", 0, 7), ("roi_align", 0, 7)]
     assert not (tmp_path / "c" / "runs" / "roi_align" / "seed0").is_symlink()
     assert (tmp_path / "a" / "runs" / "roi_align" / f"{SIZE}=7" / "seed0" / "metrics.json").exists()
+
+
+def test_a_baseline_given_by_name_names_the_outputs_it_changes(tmp_path):
+    """One study's runs reported against two baselines: both reports, their numbers and their
+    effect plots stay side by side; the plots that do not depend on the baseline are shared."""
+    reports = {}
+    for baseline in ("deform_roi_pool", "roi_align"):
+        reports[baseline] = study(tmp_path, FakeTrain(), "4,7", seeds=1, baseline=baseline)
+    effect = f"effect_vs_{SIZE}"
+    for baseline, report in reports.items():
+        assert report == tmp_path / f"report_vs_{baseline}.md"
+        text = report.read_text()
+        assert f"]({effect}_vs_{baseline}.png)" in text
+        assert f"Differences against {baseline}" in text
+        assert (tmp_path / f"{effect}_vs_{baseline}.png").exists()
+        assert json.loads((tmp_path / f"study_vs_{baseline}.json").read_text())["baseline"] == (
+            baseline)
+    assert f"](ap_by_size_vs_{SIZE}.png)" in text and (tmp_path / f"ap_by_size_vs_{SIZE}.png"
+                                                        ).exists()
+    assert not (tmp_path / "report.md").exists() and not (tmp_path / f"{effect}.png").exists()

@@ -20,14 +20,6 @@ with open({log!r}, "a") as log:
     log.write(json.dumps(args) + "\\n")
 def value(flag):
     return args[args.index(flag) + 1] if flag in args else None
-if value("--out"):  # what compare.py leaves
-    out = pathlib.Path(value("--out"))
-    out.mkdir(parents=True, exist_ok=True)
-    key = value("--vary").split("=")[0] if value("--vary") else None
-    plot = f"effect_vs_{{key}}.png" if key else "ap_ar_by_size.png"
-    (out / "report.md").write_text(f"report against {{value('--baseline')}} ![plot]({{plot}})")
-    (out / "study.json").write_text(json.dumps({{"baseline": value("--baseline")}}))
-    (out / plot).write_text(str(value("--baseline")))
 if value("--run_dir"):  # what train.py leaves
     best = pathlib.Path(value("--run_dir")) / "checkpoints" / "best.ckpt"
     best.parent.mkdir(parents=True, exist_ok=True)
@@ -59,15 +51,10 @@ def test_every_study_command_parses(tmp_path, monkeypatch):
     outs = [option(c, "--out")[0] for c in commands if Path(c[0]).name == "compare.py"]
     assert outs == ["runs/study/extractors", "runs/study/donors", "runs/study/resolution",
                     "runs/study/deformation", "runs/study/deformation", "runs/study/scale"]
-    # question a keeps each baseline's report, numbers and effect plot apart
-    deformation = tmp_path / "runs/study/deformation"
-    for baseline in ("psroi_align", "roi_align"):
-        plot = f"effect_vs_data.synthetic.deformation_vs_{baseline}.png"
-        assert (deformation / f"report_vs_{baseline}.md").read_text() == (
-            f"report against {baseline} ![plot]({plot})")
-        assert (deformation / plot).read_text() == baseline
-        assert json.loads((deformation / f"study_vs_{baseline}.json").read_text()) == {
-            "baseline": baseline}
+    # question a: the same runs against each plain counterpart, each baseline named (compare
+    # then names its report, numbers and effect plot after it)
+    baselines = [option(c, "--baseline") for c in commands if Path(c[0]).name == "compare.py"]
+    assert baselines == [[], [], [], ["psroi_align"], ["roi_align"], []]
     monkeypatch.chdir(tmp_path)  # the configs are read where the script ran
     donor = resolve_config(commands[0][1:])
     assert donor["data"]["synthetic"]["deformation"] == "strong"
@@ -85,3 +72,7 @@ def test_every_study_command_parses(tmp_path, monkeypatch):
         assert list(layered["model"]["init"]["freeze"]) == ["backbone", "fpn", "rpn"]
         assert layered["model"]["init"]["checkpoint"] == "runs/study/donor/checkpoints/best.ckpt"
         assert int(option(command, "--seeds")[0]) == 3
+        # runs another question trained with the same settings are reused, not trained again;
+        # and the runs of one condition share their frozen front
+        assert option(command, "--reuse-runs") == ["runs/study"]
+        assert layered["model"]["init"]["frozen_cache"] == "runs/study/frozen_front"
