@@ -40,14 +40,26 @@ def test_tuned_baseline_takes_anchors_proposals_rois_and_head_width_from_the_con
     assert all(torch.isfinite(v) for v in losses.values())
 
 
-def test_the_quickstart_data_section_builds_the_data_module_training_uses():
-    """The benchmark builds its DataModule from the config's YAML: the synthetic set by name
-    (a dict in YAML) and the scale jitter as a tuple, as the training command line does."""
-    from detkit.benchmarks.quality import data_module
+def test_the_benchmark_reads_data_and_model_as_eval_does(tmp_path):
+    """The benchmark's DataModule, detector and model settings come from the config through the
+    command line's parser (the synthetic set by name, the scale jitter as a tuple), and the
+    detector holds the checkpoint's weights."""
+    from detkit.benchmarks.quality import trained_setup
     from detkit.data.synthetic import SyntheticFactors
+    from detkit.engine.cli import TrainCLI, _cli, trainer_defaults
 
-    settings = yaml.safe_load(QUICKSTART.read_text())["data"]
-    data = data_module(settings)
-    assert data.format == "synthetic" and data.batch_size == settings["batch_size"]
+    cli = _cli(TrainCLI, ["--config", str(QUICKSTART), "--run_dir", str(tmp_path / "run")],
+               trainer_defaults=trainer_defaults())
+    checkpoint = tmp_path / "model.ckpt"
+    torch.save({"state_dict": cli.model.state_dict(), "global_step": 0,
+                "hyper_parameters": dict(cli.model.hparams)}, checkpoint)
+    data, model, settings = trained_setup(str(QUICKSTART), str(checkpoint))
+    yaml_data = yaml.safe_load(QUICKSTART.read_text())["data"]
+    assert data.format == "synthetic" and data.batch_size == yaml_data["batch_size"]
     assert data.format_args["synthetic"] == SyntheticFactors(preset="default")
-    assert data.augmentation.scale_jitter == tuple(settings["scale_jitter"])
+    assert data.augmentation.scale_jitter == tuple(yaml_data["scale_jitter"])
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 cli.model.model.state_dict().values(),
+                                                 strict=True))
+    assert list(settings["rpn"]["anchor_sizes"]) == [16, 32, 64, 128, 256]
+    assert settings["roi_head"]["representation_size"] == 256

@@ -33,7 +33,6 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
 from detkit.data import CocoDetection, DetectionDataModule, collate
-from detkit.data.synthetic import SyntheticFactors
 from detkit.data.transforms import eval_transforms
 from detkit.engine.module import outputs_in_original_pixels
 from detkit.eval import detections_to_coco_results, evaluate_detections
@@ -159,15 +158,16 @@ def test_split(data: DetectionDataModule, paths: dict[str, str]) -> CocoDetectio
                          eval_transforms(data.min_size, data.max_size))
 
 
-def data_module(settings: dict[str, Any]) -> DetectionDataModule:
-    """The DataModule a config's ``data`` section (as YAML reads it) describes: YAML lists as
-    the tuples the signature takes, ``synthetic`` as :class:`SyntheticFactors` (what the
-    training command line builds from the same section)."""
-    values = {k: tuple(v) if isinstance(v, list) and k != "class_names" else v
-              for k, v in settings.items()}
-    if isinstance(values.get("synthetic"), dict):
-        values["synthetic"] = SyntheticFactors(**values["synthetic"])
-    return DetectionDataModule(**values)
+def trained_setup(config: str, checkpoint: str) -> tuple[DetectionDataModule, nn.Module,
+                                                          dict[str, Any]]:
+    """The DataModule, the detkit detector with ``checkpoint``'s weights, and the resolved
+    ``model`` settings that ``config`` describes, read as ``tools/eval.py`` reads them (one
+    parser for the config: the training command line's)."""
+    from detkit.engine.cli import EvalCLI, _cli, checkpoint_module
+
+    cli = _cli(EvalCLI, ["--config", config, "--ckpt", checkpoint, "--out", "unused"],
+               trainer_defaults={"logger": False})
+    return cli.datamodule, checkpoint_module(cli).model, cli.config.as_dict()["model"]
 
 
 def run_quality(config: str, *, seed: int = 0, out: str = "runs/quality") -> dict[str, Any]:
@@ -175,26 +175,21 @@ def run_quality(config: str, *, seed: int = 0, out: str = "runs/quality") -> dic
 
     Returns both models' test-split metrics, the budget, and their AP ratio.
     """
-    import yaml
-
-    from detkit.engine.cli import load_module, train
+    from detkit.engine.cli import train
 
     start = time.perf_counter()
     metrics = train(["--config", config, "--seed_everything", str(seed),
                      "--trainer.logger.init_args.save_dir", out,
                      "--trainer.enable_progress_bar", "false"])
     budget = time.perf_counter() - start
-    with open(config, encoding="utf-8") as f:
-        settings = yaml.safe_load(f)
-    data = data_module(settings["data"])
+    data, detkit_model, model_settings = trained_setup(config, metrics["checkpoint"])
     data.setup("fit")
     if data.format != "synthetic":
         raise ValueError("the quality comparison uses the built-in set's test split")
     test = test_split(data, data.coco_paths)  # the synthetic set's paths include its test split
-    detkit_model = load_module(metrics["checkpoint"]).model
     ours = evaluate_on(detkit_model, test)
     result: dict[str, Any] = {"budget_seconds": budget, "detkit": ours}
-    tuned = tuned_settings(settings.get("model", {}))
+    tuned = tuned_settings(model_settings)
     for name, tuning in (("torchvision", None), ("torchvision_tuned", tuned)):
         baseline = build_torchvision_baseline(data.num_classes, data.max_size, tuning)
         result[f"{name}_steps"] = train_baseline(baseline, data, budget, BaselineRecipe(),
