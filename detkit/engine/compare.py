@@ -330,6 +330,9 @@ def compare(config: Configs, extractors: Sequence[str], out: str | Path, *, seed
                                                 sweep=sweep, value=value, finished=finished)
     setup = _setup_lines(config, extractors, out, seeds, overrides, sweep, baseline, base,
                          reference, reuse_runs) + ["", training_time_line(grid)]
+    shared = frozen_front_note(grid)
+    if shared:
+        setup += ["", shared]
     title = "RoI extractor comparison"
     # a baseline chosen by name names the outputs it changes: a second baseline's report of the
     # same runs lands beside the first, not over it
@@ -361,6 +364,20 @@ def training_time_line(grid: Sequence[dict[str, dict[int, dict]]]) -> str:
             f"machine (median {statistics.median(seconds):.0f} s, {min(seconds):.0f}-"
             f"{max(seconds):.0f} s per run; a run that resumed counts only its last part)"
             + more + ".")
+
+
+def frozen_front_note(grid: Sequence[dict[str, dict[int, dict]]]) -> str | None:
+    """A warning for the speed columns when runs read a shared frozen front
+    (``model.init.frozen_cache``): they skipped the backbone, FPN and RPN, so their training
+    images/s is not comparable with the runs that computed it. None when no run read one."""
+    metrics = [m for runs in grid for seeds in runs.values() for m in seeds.values()]
+    read = sum(bool((m.get("frozen_front") or {}).get("read")) for m in metrics)
+    if not read:
+        return None
+    return (f"Speed: {read} of {len(metrics)} runs read their frozen backbone/FPN/RPN outputs "
+            "from the shared cache (model.init.frozen_cache) instead of computing them, so the "
+            "training images/s column compares cache roles, not extractors; their results are "
+            "bit-identical. Compare extractor speeds with tools/benchmark_extractors.py.")
 
 
 def with_config_args(config: Configs, overrides: Sequence[str],

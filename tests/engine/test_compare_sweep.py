@@ -9,6 +9,7 @@ import pytest
 from detkit.engine.cli import resolve_config
 from detkit.engine.compare import (
     compare,
+    frozen_front_note,
     parse_sweep,
     pick_baseline,
     reference_index,
@@ -245,3 +246,11 @@ def test_a_baseline_given_by_name_names_the_outputs_it_changes(tmp_path):
     assert f"](ap_by_size_vs_{SIZE}.png)" in text and (tmp_path / f"ap_by_size_vs_{SIZE}.png"
                                                         ).exists()
     assert not (tmp_path / "report.md").exists() and not (tmp_path / f"{effect}.png").exists()
+
+
+def test_reports_warn_that_runs_reading_a_shared_front_train_faster():
+    computed = {"AP": 0.5, "frozen_front": {"read": 0, "computed": 10}}
+    read = {"AP": 0.5, "frozen_front": {"read": 10, "computed": 0}}
+    assert frozen_front_note([{"roi_align": {0: computed, 1: {"AP": 0.4}}}]) is None
+    note = frozen_front_note([{"roi_align": {0: computed}, "roi_pool": {0: read}}])
+    assert note.startswith("Speed: 1 of 2 runs read their frozen backbone/FPN/RPN outputs")
