@@ -14,7 +14,8 @@ it excludes 0). With --vary it also gives each value against --reference-value (
 by default), paired by seed, and whether each extractor's gain over the baseline changes with
 the value. Writes DIR/report.md, DIR/study.json (every number), plots (DIR/ap_ar_by_size.png
 and DIR/ap_vs_iou.png; with --vary, DIR/factor_effect_vs_KEY.png, DIR/effect_vs_KEY.png and
-DIR/ap_by_size_vs_KEY.png) and DIR/runs/ (TensorBoard); run again, it reuses finished runs whose
+DIR/ap_by_size_vs_KEY.png; with --baseline B, the report, study.json and effect plot are named
+..._vs_B) and DIR/runs/ (TensorBoard); run again, it reuses finished runs whose
 resolved config matches (so a grid grows by a seed or a value), resumes interrupted ones from
 their last.ckpt, and refuses runs trained with other settings (naming them) unless --rerun.
 --reuse-runs DIR also reuses another study's finished runs with the same settings (linked).

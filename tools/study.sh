@@ -5,7 +5,8 @@
 #   bash tools/study.sh [d donors c a b]      # the questions to run (default: all)
 # Resumable: run it again and every finished run is reused, an interrupted one resumes from its
 # last.ckpt, so it can stop at any point and grow a seed at a time. Reports land in
-# runs/study/<question>/report.md. About 3 hours on 2 CPU cores (README gives the measured time).
+# runs/study/<question>/report.md (a: report_vs_psroi_align.md and report_vs_roi_align.md).
+# README's Budget gives the measured time on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # the clone's virtual environment (README's quickstart makes it), else python on PATH

@@ -191,6 +191,7 @@ def run_quality(config: str, *, seed: int = 0, out: str = "runs/quality") -> dic
     result: dict[str, Any] = {"budget_seconds": budget, "detkit": ours}
     tuned = tuned_settings(model_settings)
     for name, tuning in (("torchvision", None), ("torchvision_tuned", tuned)):
+        torch.manual_seed(seed)  # the CLI above seeded with the config's seed; ours decides
         baseline = build_torchvision_baseline(data.num_classes, data.max_size, tuning)
         result[f"{name}_steps"] = train_baseline(baseline, data, budget, BaselineRecipe(),
                                                  seed=seed)

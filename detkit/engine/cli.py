@@ -304,15 +304,19 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
     """
     cli = _cli(TrainCLI, argv, trainer_defaults=trainer_defaults())
     trainer, model, data, run = cli.trainer, cli.model, cli.datamodule, cli.run
-    model.share_frozen_front(cli.key, rank=trainer.global_rank,
-                             accumulate_grad_batches=trainer.accumulate_grad_batches)
     with nullcontext() if _ddp_child() else run_lock(run.directory):
         write_key(run.directory, cli.key)
         _announce(trainer, run)
+        model.share_frozen_front(cli.key, device=trainer.strategy.root_device.type,
+                                 rank=trainer.global_rank,
+                                 accumulate_grad_batches=trainer.accumulate_grad_batches)
         try:
             trainer.fit(model, datamodule=data, ckpt_path=run.resume_from)
         except NonFiniteLossError as error:
             raise NonFiniteLossError(f"{error}. {_good_checkpoint(trainer)}") from error
+        finally:
+            if model.frozen_front is not None:
+                model.frozen_front.close()
         metrics = _final_evaluation(trainer, model, data)
         if model.frozen_front is not None:  # how many training steps read their front
             metrics["frozen_front"] = {"read": model.frozen_front.reads,

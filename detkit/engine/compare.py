@@ -250,7 +250,10 @@ def run_one(config: Configs, extractor: str, seed: int, out: Path, overrides: Se
     ]
     key = run_key(resolve_config(argv))
     metrics_file = directory / "metrics.json"
-    if directory.is_symlink() and (read_key(directory) != key or not metrics_file.exists()):
+    if directory.is_symlink() and not directory.exists():
+        log.info("replacing %s, a link to a run that is gone", directory)
+        directory.unlink()
+    elif directory.is_symlink() and (read_key(directory) != key or not metrics_file.exists()):
         if not rerun:  # the linked run is another study's: never cleared from here
             raise RunFolderError(
                 f"{directory} links to {directory.resolve()}, a run with other settings "
@@ -261,6 +264,10 @@ def run_one(config: Configs, extractor: str, seed: int, out: Path, overrides: Se
     with run_lock(directory):
         old = read_key(directory)
         changes = changed_settings(old, key) if old is not None else []
+        if directory.is_symlink() and (changes or not metrics_file.exists()):
+            raise RunFolderError(  # changed since the check above: leave the other study's run
+                f"{directory} links to {directory.resolve()}, which another process changed "
+                "meanwhile; run the study again")
         if changes and not rerun:
             raise RunFolderError(
                 f"{directory} was trained with other settings ({'; '.join(changes)}); use "
@@ -357,6 +364,8 @@ def training_time_line(grid: Sequence[dict[str, dict[int, dict]]]) -> str:
                and isinstance(m.get("wall_seconds"), (int, float))]
     untimed = len(metrics) - reused - len(seconds)
     reuses = f"; {reused} more reused from other studies' runs (same settings)" if reused else ""
+    if not seconds and not untimed:
+        return f"Training time: none here: all {reused} runs reused from other studies' runs."
     if not seconds:
         return f"Training time: not recorded ({untimed} run{'' if untimed == 1 else 's'}){reuses}."
     more = (f"; {untimed} more without a recorded time" if untimed else "") + reuses
@@ -377,7 +386,8 @@ def frozen_front_note(grid: Sequence[dict[str, dict[int, dict]]]) -> str | None:
     return (f"Speed: {read} of {len(metrics)} runs read their frozen backbone/FPN/RPN outputs "
             "from the shared cache (model.init.frozen_cache) instead of computing them, so the "
             "training images/s column compares cache roles, not extractors; their results are "
-            "bit-identical. Compare extractor speeds with tools/benchmark_extractors.py.")
+            "the same as computing (bit-identical on the CPU, tested). Compare extractor speeds "
+            "with tools/benchmark_extractors.py.")
 
 
 def with_config_args(config: Configs, overrides: Sequence[str],

@@ -14,13 +14,15 @@ feature maps, the proposals, the RPN's losses (constants here, logged) and torch
 after the RPN (which the RoI sampler goes on from). A later run with the same *front key* (its
 run key without the settings that only reach the head: :data:`HEAD_SETTINGS`) reads them
 instead of computing: its head sees bit-identical inputs and draws the same random numbers, so
-it trains exactly as it would have alone (tested). A digest of the step's batch (images,
-boxes, labels) is stored and checked, so a file that does not belong to the batch at hand is an
-error, never a silent swap. The setting is not part of the run key: it changes the time, not
-the result.
+it trains exactly as it would have alone (tested on the CPU; the CUDA path stores the device's
+RNG state too but has no test yet). Each step's file is named by a digest of its batch (images,
+their sizes, boxes, labels), so a batch it was not written for never reads it, and the first
+read of every run is checked against a computed front (:class:`FrozenFrontStore`). The setting
+is not part of the run key: it changes the time, not the result.
 
-Layout: ``DIR/<front hash>/front.json`` (the front key) and ``step<N>[_rank<R>].pt``, written
-atomically. Only the :data:`KEEP` most recently used fronts are kept (a study runs one
+Layout: ``DIR/<front hash>/front.json`` (the front key and device), ``step<N>_<digest>
+[_rank<R>].pt`` written atomically, and ``.in_use/`` (the processes that have it open). Besides
+the fronts in use, only the :data:`KEEP` most recently used are kept (a study runs one
 condition's extractors back to back); each takes about ``4 * C * (sum of level sizes) * batch``
 bytes per step (the study: 64 channels, 256 px, 2 images: 2.8 MB a step, 2.8 GB a run).
 """
@@ -32,14 +34,17 @@ import json
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+from torchvision.models.detection.image_list import ImageList
 
-from detkit.engine.runs import key_hash
+from detkit.engine.runs import key_hash, process_alive
+from detkit.models.faster_rcnn import Front
 
 log = logging.getLogger("detkit.frozen_front")
 
@@ -55,8 +60,8 @@ HEAD_SETTINGS = (
 )
 KEEP = 2  # fronts kept in DIR: the one in use and the one before it
 FRONT_FILE = "front.json"
+IN_USE = ".in_use"  # one file per process that has the front open
 
-Front = tuple[dict[str, Tensor], list[Tensor], dict[str, Tensor]]  # features, proposals, losses
 
 
 def front_key(key: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,62 +71,89 @@ def front_key(key: Mapping[str, Any]) -> dict[str, Any]:
             if not any(k == h or k.startswith(h + ".") for h in HEAD_SETTINGS)}
 
 
-def batch_digest(images: Tensor, targets: list[dict[str, Tensor]] | None) -> str:
-    """SHA-1 of a batch: the padded image tensor ``Tensor[N, 3, H, W]`` and each target's
-    ``boxes`` and ``labels``."""
-    digest = hashlib.sha1()
-    digest.update(str(tuple(images.shape)).encode())
-    digest.update(images.detach().cpu().contiguous().numpy().tobytes())
-    for target in targets or []:
-        for name in ("boxes", "labels"):
-            digest.update(target[name].detach().cpu().contiguous().numpy().tobytes())
+def batch_digest(image_list: ImageList, targets: list[dict[str, Tensor]] | None) -> str:
+    """SHA-1 of a batch: the padded images ``Tensor[N, 3, H, W]`` (bytes, dtype and shape), the
+    images' sizes before padding (the RPN clips proposals to them), and each target's ``boxes``
+    and ``labels``. Any dtype (bfloat16 included): tensors are hashed as raw bytes."""
+    digest = hashlib.sha1(str(image_list.image_sizes).encode())
+    tensors = [image_list.tensors] + [t[name] for t in targets or [] for name in ("boxes",
+                                                                                  "labels")]
+    for tensor in tensors:
+        flat = tensor.detach().cpu().contiguous()
+        digest.update(f"{flat.dtype}{tuple(flat.shape)}".encode())
+        digest.update(flat.view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
 class FrozenFrontStore:
     """One front's step files under ``root/<front hash>/`` (see the module docstring).
 
+    A step's file is named by the step and the batch's digest, so a run that sees another batch
+    at a step (a resumed run: its augmentation stream restarts) computes and stores its own
+    front there: never an error, never another batch's front. The first step a store reads is
+    also computed and compared bit for bit; if they differ (the front was written by other code,
+    another library version or another device), the folder's step files are deleted and the run
+    computes from there on. While a store is open, ``.in_use/PID@HOST`` marks its folder, and
+    no other run's pruning deletes it.
+
     Args:
         root: the ``--model.init.frozen_cache`` folder.
-        key: the run's key; its :func:`front_key` names the folder.
+        key: the run's key; its :func:`front_key`, with ``device``, names the folder.
+        device: the device type the front is computed on (``"cpu"``, ``"cuda"``).
         rank: the process rank (DDP ranks see different batches).
-        keep: fronts kept under ``root``, this one included (older ones are deleted).
+        keep: fronts kept under ``root``, this one included (older unused ones are deleted).
     """
 
-    def __init__(self, root: str | os.PathLike, key: Mapping[str, Any], *, rank: int = 0,
-                 keep: int = KEEP) -> None:
-        front = front_key(key)
+    def __init__(self, root: str | os.PathLike, key: Mapping[str, Any], *, device: str = "cpu",
+                 rank: int = 0, keep: int = KEEP) -> None:
+        front = {**front_key(key), "device": device}
         self.directory = Path(root) / key_hash(front)
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / FRONT_FILE).write_text(json.dumps(front, indent=1))
+        self._marker = self.directory / IN_USE / f"{os.getpid()}@{socket.gethostname()}"
+        self._marker.parent.mkdir(exist_ok=True)
+        self._marker.touch()
         os.utime(self.directory)  # most recently used
         self.rank = rank
         self.reads = self.writes = 0
+        self.verified = False  # the first read was compared with a computed front
         _prune(Path(root), keep, self.directory)
 
-    def path(self, step: int) -> Path:
-        return self.directory / (f"step{step}.pt" if not self.rank else
-                                 f"step{step}_rank{self.rank}.pt")
+    def close(self) -> None:
+        """This run is done with the folder: other runs' pruning may delete it now."""
+        self._marker.unlink(missing_ok=True)
 
-    def front(self, step: int, images: Tensor, targets: list[dict[str, Tensor]] | None,
+    def path(self, step: int, digest: str) -> Path:
+        rank = f"_rank{self.rank}" if self.rank else ""
+        return self.directory / f"step{step}_{digest[:16]}{rank}.pt"
+
+    def front(self, step: int, image_list: ImageList, targets: list[dict[str, Tensor]] | None,
               compute: Callable[[], Front]) -> Front:
-        """The front of training step ``step`` for this batch: read from its file (torch's RNG
-        set to the state stored with it), else computed by ``compute()`` and stored.
-
-        Raises:
-            RuntimeError: the step's file was written for another batch.
-        """
-        digest, path = batch_digest(images, targets), self.path(step)
+        """The front of training step ``step`` for this batch (``image_list``: the padded images
+        and their sizes; ``targets`` with torchvision's ``boxes``, ``labels``), as ``compute()``
+        returns it: ``(features: dict[str, Tensor[N, C, H_l, W_l]], proposals:
+        list[Tensor[P_i, 4]] xyxy in input pixels, rpn_losses: dict[str, Tensor[]])``. Read
+        from its file, torch's RNG set to the state stored with it; else computed and stored."""
+        digest = batch_digest(image_list, targets)
+        path = self.path(step, digest)
         try:
             saved = torch.load(path, weights_only=True)
-        except FileNotFoundError:  # first run of this front (or pruned meanwhile)
+        except FileNotFoundError:  # first run of this front and batch (or pruned meanwhile)
             return self._compute(path, digest, compute)
-        if saved["batch"] != digest:
-            raise RuntimeError(
-                f"{path} holds the frozen front of another batch than step {step} of this run "
-                "(same front key, other data): a setting that changes the data or the frozen "
-                f"parts is missing from the front key; delete {self.directory}")
-        device = images.device
+        if saved["batch"] != digest:  # a 64-bit prefix collision: compute, never swap
+            return self._compute(path, digest, compute)
+        if not self.verified:
+            self.verified = True
+            computed = compute()
+            if not _same(saved, computed):
+                log.warning("frozen_cache: %s does not match the front computed now (other "
+                            "code, versions or device wrote it); deleting its step files",
+                            self.directory)
+                for stale in self.directory.glob("step*.pt"):
+                    stale.unlink(missing_ok=True)
+                self._save(path, digest, computed)
+                return computed
+        device = image_list.tensors.device
         torch.set_rng_state(saved["rng"])
         if device.type == "cuda":  # the RPN's sampler draws on the device's generator
             torch.cuda.set_rng_state(saved["cuda_rng"], device)
@@ -131,7 +163,13 @@ class FrozenFrontStore:
                 {k: v.to(device) for k, v in saved["losses"].items()})
 
     def _compute(self, path: Path, digest: str, compute: Callable[[], Front]) -> Front:
-        features, proposals, losses = compute()
+        front = compute()
+        self._save(path, digest, front)
+        return front
+
+    def _save(self, path: Path, digest: str, front: Front) -> None:
+        """Store ``front`` with torch's RNG state now (just after the RPN that computed it)."""
+        features, proposals, losses = front
         device = next(iter(features.values())).device
         saved = {"batch": digest, "rng": torch.get_rng_state(),
                  **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda"
@@ -139,18 +177,37 @@ class FrozenFrontStore:
                  "features": {k: v.detach().cpu() for k, v in features.items()},
                  "proposals": [p.detach().cpu() for p in proposals],
                  "losses": {k: v.detach().cpu() for k, v in losses.items()}}
+        path.parent.mkdir(parents=True, exist_ok=True)  # pruned meanwhile: store it again
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         torch.save(saved, tmp)
         os.replace(tmp, path)
         self.writes += 1
-        return features, proposals, losses
+
+
+def _same(saved: dict[str, Any], front: Front) -> bool:
+    """Whether a stored front equals one just computed, bit for bit, RNG state included."""
+    features, proposals, losses = front
+    pairs = [(saved["rng"], torch.get_rng_state())]
+    pairs += [(saved["features"].get(k), v) for k, v in features.items()]
+    pairs += list(zip(saved["proposals"], proposals, strict=False))
+    pairs += [(saved["losses"].get(k), v) for k, v in losses.items()]
+    return (list(saved["features"]) == list(features) and len(saved["proposals"]) == len(
+        proposals) and all(a is not None and a.shape == b.shape and a.dtype == b.dtype
+                           and torch.equal(a, b.detach().cpu()) for a, b in pairs))
 
 
 def _prune(root: Path, keep: int, current: Path) -> None:
-    """Delete all but the ``keep`` most recently used front folders under ``root`` (``current``
-    always stays)."""
-    fronts = sorted((p for p in root.iterdir() if (p / FRONT_FILE).exists() and p != current),
+    """Keep ``current``, every front folder a live process has open (``.in_use``) and the
+    ``keep - 1`` most recently used others under ``root``; delete the rest."""
+    fronts = sorted((p for p in root.iterdir() if (p / FRONT_FILE).exists() and p != current
+                     and not _in_use(p)),
                     key=lambda p: p.stat().st_mtime, reverse=True)
     for old in fronts[max(keep - 1, 0):]:
         log.info("frozen_cache: deleting the older front %s", old)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _in_use(directory: Path) -> bool:
+    """Whether a live process of this host (or any process of another) has the front open."""
+    markers = directory / IN_USE
+    return markers.is_dir() and any(process_alive(m.name) for m in markers.iterdir())

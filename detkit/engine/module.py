@@ -218,10 +218,11 @@ class DetectionModule(L.LightningModule):
         # share_frozen_front, which needs the run key
         self.frozen_front: FrozenFrontStore | None = None
 
-    def share_frozen_front(self, key: dict[str, Any], *, rank: int = 0,
+    def share_frozen_front(self, key: dict[str, Any], *, device: str = "cpu", rank: int = 0,
                            accumulate_grad_batches: int = 1) -> None:
         """Read and store each training step's frozen front in ``model.init.frozen_cache``
-        (nothing without it); ``key`` is the run key (:func:`detkit.engine.runs.run_key`).
+        (nothing without it); ``key`` is the run key (:func:`detkit.engine.runs.run_key`),
+        ``device`` the type of device training runs on. ``frozen_front.close()`` when done.
 
         Raises:
             ValueError: gradient accumulation (its steps take several batches; not supported).
@@ -233,7 +234,7 @@ class DetectionModule(L.LightningModule):
             raise ValueError("model.init.frozen_cache keys the front by optimizer step, which "
                              "takes one batch: leave trainer.accumulate_grad_batches at 1 (got "
                              f"{accumulate_grad_batches})")
-        self.frozen_front = FrozenFrontStore(root, key, rank=rank)
+        self.frozen_front = FrozenFrontStore(root, key, device=device, rank=rank)
 
     # ----------------------------------------------------------------------------- training
     def forward(self, images: list[Tensor], targets: list[dict] | None = None) -> Any:
@@ -427,7 +428,8 @@ class DetectionModule(L.LightningModule):
         self.last_metrics = ordered_metrics(metrics)
         # the step of these metrics, when they hold everything a validation can give (proposal
         # recall too, unless it is off): the final evaluation of that step's weights reuses them
-        complete = self.proposal_recall_every == 0 or self._proposal_recall_due()
+        complete = ((self.proposal_recall_every == 0 or self._proposal_recall_due())
+                    and len(seen) == len(dataset))  # not a val_max_images subset
         self.last_metrics_step = self.global_step if complete else None
         self.last_predictions = results
         self.log_dict({f"val/{k}": v for k, v in scalar_metrics(metrics).items()},

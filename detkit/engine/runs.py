@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from detkit._validation import weights_file
+from detkit.data.synthetic import FACTORS, PRESETS
+from detkit.models import EXTRACTORS
 
 try:
     import fcntl
@@ -106,18 +108,16 @@ def canonical_key(key: Mapping[str, Any]) -> dict[str, Any]:
     - ``model.roi_extractor_args`` gets the extractor's own defaults for the arguments it
       leaves out (its constructor's signature), one flattened key each.
 
-    Keys stored by earlier versions read in this form too (:func:`read_key`)."""
-    from detkit.data.synthetic import FACTORS, PRESETS
-    from detkit.models import EXTRACTORS
-
+    Keys stored by earlier versions read in this form too (:func:`read_key`), with today's
+    presets and defaults: a run keyed before a default changed would match the new default."""
     key = dict(key)
-    preset = PRESETS.get(key.get(f"{SYNTHETIC}.preset"))  # type: ignore[arg-type]
+    preset = PRESETS.get(str(key.get(f"{SYNTHETIC}.preset")))
     if preset is not None:
         for name in FACTORS:
             if f"{SYNTHETIC}.{name}" in key and key[f"{SYNTHETIC}.{name}"] is None:
                 key[f"{SYNTHETIC}.{name}"] = preset["factors"][name]
-    extractor = EXTRACTORS.get(key.get("model.roi_extractor"))  # type: ignore[arg-type]
-    if extractor is not None and (key.get(EXTRACTOR_ARGS) == {} or any(
+    extractor = EXTRACTORS.get(str(key.get("model.roi_extractor")))
+    if extractor is not None and (key.get(EXTRACTOR_ARGS, ...) in ({}, None) or any(
             k.startswith(EXTRACTOR_ARGS + ".") for k in key)):
         key.pop(EXTRACTOR_ARGS, None)
         defaults = {name: p.default for name, p in inspect.signature(extractor).parameters.items()
@@ -257,7 +257,7 @@ def _take_locked(path: Path, text: str, take_over: str) -> str | None:
             if holder == take_over:
                 path.write_text(text)
                 return None
-            if _alive(holder):
+            if process_alive(holder):
                 return holder
             path.unlink(missing_ok=True)  # stale: its process is gone
             continue
@@ -295,7 +295,7 @@ def run_lock(directory: Path) -> Iterator[None]:
             path.unlink()
 
 
-def _alive(holder: str) -> bool:
+def process_alive(holder: str) -> bool:
     """Whether the ``pid@host`` process may still run (another host: assume it does)."""
     pid, _, host = holder.split()[0].partition("@") if holder else ("", "", "")
     if host != socket.gethostname():

@@ -65,11 +65,11 @@ class RoIHeadSettings:
     representation_size: int = 1024  # width of the 2-fc head
 
 
-# (batch, targets, compute) -> compute()'s (features, proposals, rpn_losses); see forward
-FrontProvider = Callable[
-    [Tensor, list[dict[str, Tensor]] | None,
-     Callable[[], tuple[dict[str, Tensor], list[Tensor], dict[str, Tensor]]]],
-    tuple[dict[str, Tensor], list[Tensor], dict[str, Tensor]]]
+# The frozen front of a step: (features: dict[str, Tensor[N, C, H_l, W_l]], proposals:
+# list[Tensor[P_i, 4]] xyxy in input pixels, rpn_losses: dict[str, Tensor[]]).
+Front = tuple[dict[str, Tensor], list[Tensor], dict[str, Tensor]]
+# (image_list, targets, compute) -> what compute() returns, computed or read; see forward
+FrontProvider = Callable[[ImageList, list[dict[str, Tensor]] | None, Callable[[], Front]], Front]
 
 
 def batch_images(images: list[Tensor], size_divisible: int) -> ImageList:
@@ -128,12 +128,14 @@ class FasterRCNN(nn.Module):
         self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None, *,
         front: FrontProvider | None = None,
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-        """``front``: where the backbone + RPN outputs come from, when not computed here; it is
-        called as ``front(batch, targets, compute)`` with the padded batch ``Tensor[N, 3, H,
-        W]``, the targets (torchvision keys ``boxes``, ``labels``) and ``compute()``, which
-        computes them, and returns what ``compute()`` would: ``(features, proposals,
-        rpn_losses)``. Used to share a frozen front between runs
-        (:mod:`detkit.engine.frozen_front`)."""
+        """Args:
+            images, targets: as in the class docstring.
+            front: where the backbone + RPN outputs (the :data:`Front`) come from, when not
+                computed here: called as ``front(image_list, targets, compute)`` with the
+                padded batch and its sizes, the targets (torchvision keys ``boxes``,
+                ``labels``) and ``compute()``, which computes them; it returns what
+                ``compute()`` would. Used to share a frozen front between runs
+                (:mod:`detkit.engine.frozen_front`)."""
         if self.training and targets is None:
             raise ValueError("targets are required in training mode")
         image_list = batch_images(images, self.size_divisible)
@@ -141,12 +143,12 @@ class FasterRCNN(nn.Module):
         if targets is not None:
             tv_targets = [{"boxes": t["boxes_xyxy"], "labels": t["labels"]} for t in targets]
 
-        def compute() -> tuple[dict[str, Tensor], list[Tensor], dict[str, Tensor]]:
+        def compute() -> Front:
             features = self.backbone(image_list.tensors)
             return (features, *self.rpn(image_list, features, tv_targets))
 
         features, proposals, rpn_losses = (compute() if front is None else
-                                           front(image_list.tensors, tv_targets, compute))
+                                           front(image_list, tv_targets, compute))
         detections, head_losses = self.roi_heads(features, proposals, image_list.image_sizes,
                                                  tv_targets)
         if self.training:

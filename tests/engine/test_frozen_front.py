@@ -1,12 +1,14 @@
 """--model.init.frozen_cache: head-only runs share their frozen front (backbone, FPN and RPN
 outputs per step) and train exactly as they would alone."""
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from torchvision.models.detection.image_list import ImageList
 
-from detkit.engine.frozen_front import FrozenFrontStore, front_key
+from detkit.engine.frozen_front import FrozenFrontStore, batch_digest, front_key
 from detkit.engine.module import DetectionModule, InitSettings
 from detkit.engine.runs import run_key
 from tests.engine.helpers import FAST_MODEL, FAST_TRAINER, coco_args
@@ -43,6 +45,7 @@ def test_runs_that_read_the_shared_front_train_bit_identically(donor, tmp_path):
     assert reader["frozen_front"] == {"read": STEPS, "computed": 0}
     (front,) = [p for p in cache.iterdir() if p.is_dir()]
     assert len(list(front.glob("step*.pt"))) == STEPS
+    assert not list((front / ".in_use").iterdir())  # both runs closed it
     for name, cached in (("roi_align", writer), ("deform_roi_pool", reader)):
         alone = head_only(data, checkpoint, tmp_path / f"alone_{name}", name)
         assert "frozen_front" not in alone
@@ -55,26 +58,74 @@ def test_runs_that_read_the_shared_front_train_bit_identically(donor, tmp_path):
         tmp_path / "alone_roi_align" / "run.json").read_text()
 
 
-def test_a_step_file_of_another_batch_is_an_error_not_a_swap(tmp_path):
-    store = FrozenFrontStore(tmp_path, {"data.seed": 0})
-    images = torch.rand(2, 3, 8, 8)
-    targets = [{"boxes": torch.tensor([[0.0, 0.0, 4.0, 4.0]]), "labels": torch.tensor([1])}] * 2
+def batch(shift=0.0, dtype=torch.float32):
+    images = ImageList(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+                       .to(dtype), [(8, 8), (8, 6)])
+    targets = [{"boxes": torch.tensor([[shift, 0.0, 4.0, 4.0]]), "labels": torch.tensor([1])}]
+    return images, targets * 2
 
+
+def front_of(images, value=2.0):
     def compute():
         torch.rand(5)  # the RPN's sampler draws from torch's RNG
-        return ({"p2": images * 2}, [torch.zeros(3, 4)], {"loss_objectness": torch.tensor(0.5)})
+        return ({"p2": images.tensors * value}, [torch.zeros(3, 4)],
+                {"loss_objectness": torch.tensor(0.5)})
+    return compute
 
+
+def test_a_stored_front_is_read_with_the_rng_state_after_it_and_checked_once(tmp_path):
+    store = FrozenFrontStore(tmp_path, {"data.seed": 0})
+    images, targets = batch()
     torch.manual_seed(7)
-    features, _, _ = store.front(0, images, targets, compute)
+    features, _, _ = store.front(0, images, targets, front_of(images))
     after_computing = torch.rand(3)
-    torch.manual_seed(99)  # the reader's RNG is set to the state after the writer's RPN
-    read, proposals, losses = store.front(0, images, targets, compute)
-    assert torch.equal(read["p2"], features["p2"]) and torch.equal(torch.rand(3), after_computing)
-    assert losses["loss_objectness"] == 0.5 and proposals[0].shape == (3, 4)
-    assert (store.reads, store.writes) == (1, 1)
-    other = [{"boxes": torch.tensor([[1.0, 0.0, 4.0, 4.0]]), "labels": torch.tensor([1])}] * 2
-    with pytest.raises(RuntimeError, match="holds the frozen front of another batch than step 0"):
-        store.front(0, images, other, compute)
+    reader = FrozenFrontStore(tmp_path, {"data.seed": 0})
+    assert reader.directory == store.directory
+    # the first read is also computed and compared (the RNG state after it too: a reader starts
+    # its step from the writer's state), the second is only read, and sets the RNG to the state
+    # after the writer's RPN whatever it was before
+    for seed in (7, 99):
+        torch.manual_seed(seed)
+        read, proposals, losses = reader.front(0, images, targets, front_of(images))
+        assert torch.equal(read["p2"], features["p2"]) and torch.equal(torch.rand(3),
+                                                                       after_computing)
+        assert losses["loss_objectness"] == 0.5 and proposals[0].shape == (3, 4)
+    assert (reader.reads, reader.writes, reader.verified) == (2, 0, True)
+
+
+def test_another_batch_at_a_step_is_computed_never_swapped(tmp_path):
+    """A resumed run's augmentation restarts, so its batch at a step can differ from the one
+    stored there: it gets its own file."""
+    store = FrozenFrontStore(tmp_path, {"data.seed": 0})
+    images, targets = batch()
+    store.front(0, images, targets, front_of(images, 2.0))
+    _, other = batch(shift=1.0)
+    features, _, _ = store.front(0, images, other, front_of(images, 3.0))
+    assert torch.equal(features["p2"], images.tensors * 3.0)
+    assert (store.reads, store.writes) == (0, 2)
+    assert len(list(store.directory.glob("step0_*.pt"))) == 2
+    small = ImageList(images.tensors, [(8, 8), (6, 6)])  # other sizes: another batch too
+    assert batch_digest(small, targets) != batch_digest(images, targets)
+    half, _ = batch(dtype=torch.bfloat16)  # any dtype hashes
+    assert batch_digest(half, targets) != batch_digest(images, targets)
+
+
+def test_a_front_written_by_other_code_is_recomputed_and_dropped(tmp_path, caplog):
+    images, targets = batch()
+    torch.manual_seed(3)  # each step starts from the same RNG state, as step seeding makes it
+    FrozenFrontStore(tmp_path, {"data.seed": 0}).front(0, images, targets, front_of(images, 2.0))
+    store = FrozenFrontStore(tmp_path, {"data.seed": 0})
+    store.front(5, images, targets, front_of(images, 2.0))  # another step, to be dropped too
+    reader = FrozenFrontStore(tmp_path, {"data.seed": 0})
+    torch.manual_seed(3)
+    features, _, _ = reader.front(0, images, targets, front_of(images, 2.5))  # "new code"
+    assert torch.equal(features["p2"], images.tensors * 2.5) and reader.reads == 0
+    assert "does not match the front computed now" in caplog.text
+    assert [p.name.split("_")[0] for p in reader.directory.glob("step*.pt")] == ["step0"]
+    again = FrozenFrontStore(tmp_path, {"data.seed": 0})
+    torch.manual_seed(3)
+    features, _, _ = again.front(0, images, targets, front_of(images, 2.5))
+    assert again.reads == 1 and torch.equal(features["p2"], images.tensors * 2.5)
 
 
 def test_the_front_key_leaves_out_what_only_the_head_sees():
@@ -92,14 +143,26 @@ def test_the_front_key_leaves_out_what_only_the_head_sees():
     assert run_key(cached) == run_key(base)
 
 
-def test_only_the_most_recent_fronts_are_kept(tmp_path):
-    first = FrozenFrontStore(tmp_path, {"seed_everything": 0}).directory
-    second = FrozenFrontStore(tmp_path, {"seed_everything": 1}).directory
+def test_only_the_most_recent_fronts_are_kept_and_none_in_use(tmp_path):
+    def front(seed, age):
+        store = FrozenFrontStore(tmp_path, {"seed_everything": seed})
+        os.utime(store.directory, (1e9 + age, 1e9 + age))
+        return store
+
+    first, second = front(0, 1), front(1, 2)
+    first.close()
+    second.close()
     (tmp_path / "not_a_front").mkdir()
-    assert first.exists() and second.exists()
-    third = FrozenFrontStore(tmp_path, {"seed_everything": 2}).directory
-    assert not first.exists() and second.exists() and third.exists()
-    assert (tmp_path / "not_a_front").exists()
+    third = front(2, 3)  # keeps the one most recent unused front (second)
+    assert not first.directory.exists() and second.directory.exists()
+    fourth = front(3, 4)  # third is still open: it stays, second is the older unused one
+    assert third.directory.exists() and second.directory.exists()
+    fourth.close()
+    front(4, 5)  # unused: fourth (kept, the more recent) and second
+    assert not second.directory.exists() and third.directory.exists()
+    assert fourth.directory.exists() and (tmp_path / "not_a_front").exists()
+    third.close()
+    assert not list((third.directory / ".in_use").iterdir())
 
 
 def test_the_cache_needs_a_frozen_front_and_one_batch_per_step(tmp_path):

@@ -154,8 +154,8 @@ def test_a_stale_lock_found_by_several_processes_goes_to_one(tmp_path):
     (tmp_path / ".lock").write_text(f"{dead}@{socket.gethostname()}")
     script = (
         "import sys, time; from pathlib import Path; import detkit.engine.runs as runs\n"
-        "alive = runs._alive\n"
-        "runs._alive = lambda holder: time.sleep(0.5) or alive(holder)\n"
+        "alive = runs.process_alive\n"
+        "runs.process_alive = lambda holder: time.sleep(0.5) or alive(holder)\n"
         "try:\n"
         "    with runs.run_lock(Path(sys.argv[1])):\n"
         "        print('took', flush=True); time.sleep(2)\n"

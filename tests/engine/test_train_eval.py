@@ -221,13 +221,15 @@ def test_lr_schedule():
     assert lr_factor(100, 100, cosine) == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize(("steps", "validated_again"), [(2, 0), (3, 1)])
+@pytest.mark.parametrize(("steps", "extra", "validated_again"), [
+    (2, [], 0), (3, [], 1), (2, ["--data.val_max_images", "2"], 1)])
 def test_the_final_evaluation_reuses_the_last_validation_of_the_final_weights(
-        workdir, monkeypatch, steps, validated_again):
+        workdir, monkeypatch, steps, extra, validated_again):
     """One validation, at step 2: a run of 2 steps ends on it, so its best checkpoint is the
     final state, just scored, and is not validated a second time; a run of 3 steps trained on
-    after it, so its best checkpoint (step 2) is loaded and validated. Either way the metrics
-    are those of evaluating the best checkpoint afresh."""
+    after it, so its best checkpoint (step 2) is loaded and validated; so is a run whose
+    validations scored a subset (2 of the 3 images). Either way the metrics are those of
+    evaluating the best checkpoint afresh, on every validation image."""
     import lightning as L
 
     calls = []
@@ -235,7 +237,7 @@ def test_the_final_evaluation_reuses_the_last_validation_of_the_final_weights(
     monkeypatch.setattr(L.Trainer, "validate",
                         lambda self, *a, **k: calls.append(1) or validate(self, *a, **k))
     data = coco_args(workdir / "coco")
-    metrics = train(fit_args(data, steps))
+    metrics = train(fit_args(data, steps, extra))
     assert torch.load(metrics["checkpoint"], weights_only=True)["global_step"] == 2
     assert len(calls) == validated_again  # fit's own validations do not call Trainer.validate
     fresh = evaluate([*data, *FAST_MODEL, "--trainer.accelerator", "cpu",
