@@ -375,9 +375,9 @@ def _final_evaluation(trainer: L.Trainer, model: DetectionModule,
         best = callback.best_path or (callback.last_path if callback.last_path.exists() else None)
     scored = (isinstance(callback, RunCheckpoint) and callback.best_step is not None
               and callback.best_step == trainer.global_step == model.last_metrics_step)
-    if best is not None and not scored:
-        model = load_module(best)
     if not scored:
+        if best is not None:
+            model = load_module(best)
         loggers, trainer.loggers = trainer.loggers, []
         try:
             trainer.validate(model, datamodule=data, verbose=False)

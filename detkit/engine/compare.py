@@ -46,6 +46,7 @@ from detkit.engine.runs import (
     read_key,
     run_key,
     run_lock,
+    setting_in,
 )
 from detkit.eval.report import write_report, write_sweep_report
 from detkit.models import EXTRACTORS, check_extractor_names
@@ -103,7 +104,7 @@ def parse_sweep(text: str) -> Sweep:
     if key == EXTRACTOR_ARGS:
         raise ValueError(f"--vary {key}: vary one of its settings, {key}.NAME (merged into each "
                          "extractor's --extractor-args)")
-    if any(key == k or key.startswith(k + ".") for k in NOT_RESULT_KEYS):
+    if setting_in(key, NOT_RESULT_KEYS):
         raise ValueError(f"--vary {key}: this setting does not change a run's results")
     try:
         values = yaml.safe_load(f"[{values_text}]")
@@ -358,7 +359,7 @@ def training_time_line(grid: Sequence[dict[str, dict[int, dict]]]) -> str:
     run. A run that resumed counts only its last part; runs finished before runs recorded
     their time, and runs reused from another study (trained, and counted, there), are counted
     apart."""
-    metrics = [m for runs in grid for seeds in runs.values() for m in seeds.values()]
+    metrics = _grid_runs(grid)
     reused = sum("reused_from" in m for m in metrics)
     seconds = [m["wall_seconds"] for m in metrics if "reused_from" not in m
                and isinstance(m.get("wall_seconds"), (int, float))]
@@ -375,11 +376,16 @@ def training_time_line(grid: Sequence[dict[str, dict[int, dict]]]) -> str:
             + more + ".")
 
 
+def _grid_runs(grid: Sequence[dict[str, dict[int, dict]]]) -> list[dict]:
+    """Every run's metrics in a study grid (values -> extractors -> seeds)."""
+    return [m for runs in grid for seeds in runs.values() for m in seeds.values()]
+
+
 def frozen_front_note(grid: Sequence[dict[str, dict[int, dict]]]) -> str | None:
     """A warning for the speed columns when runs read a shared frozen front
     (``model.init.frozen_cache``): they skipped the backbone, FPN and RPN, so their training
     images/s is not comparable with the runs that computed it. None when no run read one."""
-    metrics = [m for runs in grid for seeds in runs.values() for m in seeds.values()]
+    metrics = _grid_runs(grid)
     read = sum(bool((m.get("frozen_front") or {}).get("read")) for m in metrics)
     if not read:
         return None

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 from torchvision.models.detection.image_list import ImageList
 
-from detkit.engine.runs import key_hash, process_alive
+from detkit.engine.runs import key_hash, process_alive, setting_in
 from detkit.models.faster_rcnn import Front
 
 log = logging.getLogger("detkit.frozen_front")
@@ -63,12 +63,10 @@ FRONT_FILE = "front.json"
 IN_USE = ".in_use"  # one file per process that has the front open
 
 
-
 def front_key(key: Mapping[str, Any]) -> dict[str, Any]:
     """A run key (:func:`detkit.engine.runs.run_key`) without :data:`HEAD_SETTINGS`: what
     decides the frozen front's outputs at each step (data, seed, frozen weights, RPN, ...)."""
-    return {k: v for k, v in key.items()
-            if not any(k == h or k.startswith(h + ".") for h in HEAD_SETTINGS)}
+    return {k: v for k, v in key.items() if not setting_in(k, HEAD_SETTINGS)}
 
 
 def batch_digest(image_list: ImageList, targets: list[dict[str, Tensor]] | None) -> str:

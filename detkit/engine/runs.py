@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,16 +76,19 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def setting_in(name: str, settings: Sequence[str]) -> bool:
+    """Whether the dotted setting ``name`` is one of ``settings`` or inside one of them
+    (``model.rpn.nms_thresh`` is in ``model.rpn``)."""
+    return any(name == s or name.startswith(s + ".") for s in settings)
+
+
 def run_key(config: Mapping[str, Any]) -> dict[str, Any]:
     """The settings that decide a run's results (see :data:`NOT_RESULT_KEYS`), flattened and in
     :func:`canonical_key` form. A setting of :data:`WEIGHTS_SETTINGS` that names a local file
     adds its content's SHA-256 as ``SETTING_sha256``: a run started from other weights at the
     same path is another run."""
-    def excluded(name: str) -> bool:
-        return any(name == k or name.startswith(k + ".") for k in NOT_RESULT_KEYS)
-
     key = {k: v for k, v in flatten(config).items()
-           if not excluded(k) and LATER_SETTINGS.get(k, ...) != v}
+           if not setting_in(k, NOT_RESULT_KEYS) and LATER_SETTINGS.get(k, ...) != v}
     for setting in WEIGHTS_SETTINGS:
         weights = key.get(setting)
         path = weights_file(weights) if isinstance(weights, str) else None
