@@ -4,8 +4,14 @@ from pathlib import Path
 
 import torch
 import yaml
+from torchvision.ops.misc import FrozenBatchNorm2d
 
-from detkit.benchmarks.quality import build_torchvision_baseline, tuned_settings
+from detkit.benchmarks.quality import (
+    build_torchvision_baseline,
+    reference_recipe,
+    tuned_recipe,
+    tuned_settings,
+)
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 
@@ -30,6 +36,17 @@ def test_tuned_baseline_takes_anchors_proposals_rois_and_head_width_from_the_con
     assert default.roi_heads.box_head.fc7.out_features == 1024
     assert tuned.roi_heads.box_predictor.cls_score.out_features == 7  # 6 classes + background
     assert tuned.transform.min_size == default.transform.min_size == (256,)
+    # trainable GroupNorm and the config's FPN width; the defaults keep FrozenBatchNorm and 256
+    assert model["norm"] == "group" and model["fpn_channels"] == 64
+    tuned_norms = {type(m) for m in tuned.backbone.modules()} & {torch.nn.GroupNorm,
+                                                                FrozenBatchNorm2d}
+    default_norms = {type(m) for m in default.backbone.modules()} & {torch.nn.GroupNorm,
+                                                                    FrozenBatchNorm2d}
+    assert tuned_norms == {torch.nn.GroupNorm} and default_norms == {FrozenBatchNorm2d}
+    assert tuned.backbone.out_channels == 64 and default.backbone.out_channels == 256
+    assert tuned.backbone.fpn.layer_blocks[0][1].__class__ is torch.nn.GroupNorm  # FPN too
+    assert tuned.roi_heads.box_head.fc6.in_features == 64 * 7 * 7
+    assert all(p.requires_grad for p in tuned.backbone.parameters())
     # both train on detkit's batches (boxes as torchvision names them)
     tuned.train()
     images = [torch.rand(3, 256, 256), torch.rand(3, 256, 256)]
@@ -62,5 +79,22 @@ def test_the_benchmark_reads_data_and_model_as_eval_does(tmp_path):
     # the checkpoint's weights (not the ones the same seed would build)
     loaded = model.state_dict()
     assert loaded and all(torch.equal(v, trained[f"model.{k}"]) for k, v in loaded.items())
-    assert list(settings["rpn"]["anchor_sizes"]) == [16, 32, 64, 128, 256]
-    assert settings["roi_head"]["representation_size"] == 256
+    assert list(settings["model"]["rpn"]["anchor_sizes"]) == [16, 32, 64, 128, 256]
+    assert settings["model"]["roi_head"]["representation_size"] == 256
+    assert settings["trainer"]["gradient_clip_val"] == 10.0
+
+
+def test_the_recipes_reference_and_tuned_from_the_config():
+    config = yaml.safe_load(QUICKSTART.read_text())
+    reference = reference_recipe(batch_size=2)
+    assert (reference.optimizer.name, reference.optimizer.lr) == ("sgd", 0.02 * 2 / 16)
+    schedule = reference.schedule(1500)  # warmup at most a tenth, x0.1 at 2/3 and 8/9
+    assert (schedule.kind, schedule.warmup_steps, schedule.milestones) == ("step", 150,
+                                                                           (1000, 1333))
+    assert reference.schedule(30000).warmup_steps == 1000 and reference.clip_grad_norm is None
+    tuned = tuned_recipe(config)
+    assert (tuned.optimizer.name, tuned.optimizer.lr, tuned.optimizer.weight_decay) == (
+        "adamw", 0.001, 0.05)
+    schedule = tuned.schedule(400)
+    assert (schedule.kind, schedule.warmup_steps, schedule.milestones) == ("cosine", 50, ())
+    assert tuned.clip_grad_norm == 10.0

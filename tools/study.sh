@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # README's study ("What pooling does"), every command in order: the shared detector, then
-# questions d, c, a and b, each one tools/compare.py command over 3 seeds (SEEDS=5 for more),
-# and "donors", which checks d against a second shared detector trained with roi_pool.
-#   bash tools/study.sh [d donors c a b]      # the questions to run (default: all)
-# Resumable: run it again and every finished run is reused, an interrupted one resumes from its
-# last.ckpt, so it can stop at any point and grow a seed at a time. Reports land in
-# runs/study/<question>/report.md (a: report_vs_psroi_align.md and report_vs_roi_align.md).
+# questions d, c, a and b, each one tools/compare.py command, seed by seed (SEEDS=3 by default,
+# SEEDS=5 for more); "donors", which checks d against a second shared detector trained with
+# roi_pool, runs only when asked for.
+#   bash tools/study.sh [d c a b donors]      # the questions to run (default: d c a b)
+# Seed by seed: every question gets seed 0, then every question seed 1, ... (each compare call
+# with --seeds N reuses the N - 1 seeds it has and trains the next), so a seed's frozen fronts
+# are computed once and read by every question that shares them, and a stopped study leaves
+# whole seeds. Resumable: run it again and every finished run is reused, an interrupted one
+# resumes from its last.ckpt; SEEDS=4 later adds a fourth seed to every question. Reports land
+# in runs/study/<question>/report.md (a: report_vs_psroi_align.md and report_vs_roi_align.md).
 # README's Budget gives the measured time on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +20,10 @@ SEEDS="${SEEDS:-3}"
 LAYERS=(--config configs/quickstart.yaml --config configs/study.yaml)
 DONOR=runs/study/donor/checkpoints/best.ckpt
 
+for q in ${@:-d c a b}; do  # refuse a misspelt question before anything runs
+  case "$q" in d|c|a|b|donors) ;; *) echo "unknown question $q (d, c, a, b or donors)" >&2; exit 2 ;; esac
+done
+
 if [ ! -f "$DONOR" ]; then  # train (or resume) the shared detector once
   "$PYTHON" tools/train.py --config configs/quickstart.yaml --config configs/study_donor.yaml \
     --run_dir runs/study/donor
@@ -23,10 +31,12 @@ fi
 
 # every question reuses the runs another one trained with the same settings (linked, e.g. d's
 # roi_align runs are a's deformation=none ones and c's output_size=7 ones)
-compare() { "$PYTHON" tools/compare.py "${LAYERS[@]}" --seeds "$SEEDS" --reuse-runs runs/study "$@"; }
+compare() {
+  "$PYTHON" tools/compare.py "${LAYERS[@]}" --seeds "$seeds" --reuse-runs runs/study "$@"
+}
 
-for question in "${@:-d donors c a b}"; do
-  for q in $question; do
+for seeds in $(seq 1 "$SEEDS"); do
+  for q in ${@:-d c a b}; do
     case "$q" in
       d)  # quantization and the other single-level samplers against roi_align
         compare --out runs/study/extractors \
@@ -53,7 +63,6 @@ for question in "${@:-d donors c a b}"; do
       b)  # multi-scale pooling against scale range
         compare --out runs/study/scale --extractors roi_align,roi_align_single,pyramid_fusion,spp \
           --vary data.synthetic.scale_range=medium,coco,extreme --reference-value coco ;;
-      *) echo "unknown question $q (d, donors, c, a or b)" >&2; exit 2 ;;
     esac
   done
 done

@@ -1,20 +1,23 @@
 """Quality per budget: detkit's quickstart against torchvision's Faster R-CNN from scratch.
 
-Both train on the same data (the same DataModule, augmentation and batch size) for the same
+All train on the same data (the same DataModule, augmentation and batch size) for the same
 wall-clock budget on this machine and are evaluated on the same held-out split with the same
 COCO evaluation:
 
 1. detkit trains with the quickstart config (``tools/train.py``); its fit time ``T``, validation
    passes included, is measured.
-2. torchvision's ``FasterRCNN`` (ResNet-18-FPN from ``resnet_fpn_backbone(weights=None)``, its
-   default anchors, RPN, sampler and head) trains for ``T`` seconds of pure training time with
-   torchvision's reference recipe (SGD, lr 0.02 x batch/16, momentum 0.9, weight decay 1e-4,
-   linear warmup, x0.1 at 2/3 and 8/9 of the budget). Only what the data forces is changed: the
-   class count, and its transform's resize and normalisation set to no-ops because images
-   arrive resized and normalised.
-3. The same again for torchvision tuned as a user would tune it for this data
-   (:func:`tuned_settings`): the detkit config's anchors, proposal budgets, sampled RoIs and
-   box-head width; the same image size as both others.
+2. torchvision's ``FasterRCNN`` with its defaults (ResNet-18-FPN from
+   ``resnet_fpn_backbone(weights=None)``: FrozenBatchNorm, a 256-channel FPN; its default
+   anchors, RPN, sampler and head) trains for ``T`` seconds of pure training time with
+   torchvision's reference recipe (:func:`reference_recipe`). Only what the data forces is
+   changed: the class count, and its transform's resize and normalisation set to no-ops because
+   images arrive resized and normalised.
+3. torchvision tuned as a user would tune it for this data from the detkit config
+   (:func:`tuned_settings`, :func:`tuned_recipe`): the same image size, the config's anchors,
+   proposal budgets, sampled RoIs and box-head width, its normalisation (GroupNorm: trainable,
+   where FrozenBatchNorm from scratch normalises nothing) and FPN width, and its optimizer,
+   schedule and gradient clipping. torchvision's ResNet has no width setting, so its backbone
+   stays full width (detkit's quickstart halves it).
 4. All are evaluated on the test split (not the validation split detkit picked its best
    checkpoint on).
 """
@@ -22,39 +25,81 @@ COCO evaluation:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torchvision.models import resnet18
 from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from detkit.data import CocoDetection, DetectionDataModule, collate
 from detkit.data.transforms import eval_transforms
-from detkit.engine.module import outputs_in_original_pixels
+from detkit.engine.module import (
+    OptimizerSettings,
+    ScheduleSettings,
+    lr_factor,
+    make_optimizer,
+    outputs_in_original_pixels,
+)
 from detkit.eval import detections_to_coco_results, evaluate_detections
+from detkit.models.backbone import backbone_settings, norm_layer
+
+SIZE_AT_STEP = 20  # the budget's step count is estimated from the time of the first 20 steps
 
 
 @dataclass
 class BaselineRecipe:
-    """torchvision's detection reference recipe, scaled to a wall-clock budget."""
+    """How a baseline trains in a wall-clock budget: ``optimizer``, then a schedule
+    (:class:`~detkit.engine.module.ScheduleSettings` ``kind``: step decay at ``decay_at``
+    fractions of the budget, or cosine to zero over it) with a linear warmup of
+    ``warmup_steps``, at most ``warmup_fraction_cap`` of the steps the budget allows; gradient
+    norms clipped at ``clip_grad_norm`` (None: not clipped)."""
 
-    lr_per_16_images: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iters: int = 1000
-    warmup_fraction_cap: float = 0.1  # warmup at most this share of the expected steps
-    decay_at: tuple[float, float] = (2 / 3, 8 / 9)
+    optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+    kind: str = "step"
+    warmup_steps: int = 1000
+    warmup_fraction_cap: float = 0.1
+    decay_at: tuple[float, ...] = (2 / 3, 8 / 9)
+    clip_grad_norm: float | None = None
+
+    def schedule(self, steps: int) -> ScheduleSettings:
+        """The schedule for a budget of ``steps`` optimizer steps."""
+        return ScheduleSettings(kind=self.kind,  # type: ignore[arg-type]
+                                warmup_steps=min(self.warmup_steps,
+                                                 int(self.warmup_fraction_cap * steps)),
+                                milestones=tuple(int(f * steps) for f in self.decay_at))
+
+
+def reference_recipe(batch_size: int) -> BaselineRecipe:
+    """torchvision's detection reference recipe (references/detection): SGD, lr 0.02 x
+    batch/16, momentum 0.9, weight decay 1e-4, 1000 warmup iterations (here at most a tenth of
+    the budget), x0.1 at 2/3 and 8/9 of the budget (its epochs 16 and 22 of 26)."""
+    return BaselineRecipe(OptimizerSettings("sgd", lr=0.02 * batch_size / 16, momentum=0.9,
+                                            weight_decay=1e-4))
+
+
+def tuned_recipe(config: dict[str, Any]) -> BaselineRecipe:
+    """The detkit config's own recipe (resolved ``config``: its ``model.optimizer``,
+    ``model.schedule``, ``trainer.gradient_clip_val``), sized to the budget's steps."""
+    model, trainer = config["model"], config.get("trainer", {})
+    schedule = ScheduleSettings(**model.get("schedule", {}))
+    return BaselineRecipe(OptimizerSettings(**model.get("optimizer", {})), kind=schedule.kind,
+                          warmup_steps=schedule.warmup_steps, warmup_fraction_cap=1.0,
+                          decay_at=(), clip_grad_norm=trainer.get("gradient_clip_val"))
 
 
 def tuned_settings(model: dict[str, Any]) -> dict[str, Any]:
     """What a user tuning torchvision's Faster R-CNN for this data would take from the detkit
     config's ``model`` section: anchors matched to the objects (one size per FPN level), the
-    proposal budgets, the sampled RoIs per image and the box head's width. Keyword arguments of
-    torchvision's ``FasterRCNN``; the image size is the data's and set in both variants."""
+    proposal budgets, the sampled RoIs per image (keyword arguments of torchvision's
+    ``FasterRCNN``), and ``representation_size`` (box-head width), ``norm`` and
+    ``fpn_channels`` (:func:`build_torchvision_baseline` builds them); the image size is the
+    data's and set in both variants."""
     rpn, head = model.get("rpn", {}), model.get("roi_head", {})
     settings: dict[str, Any] = {}
     if "anchor_sizes" in rpn:
@@ -71,16 +116,37 @@ def tuned_settings(model: dict[str, Any]) -> dict[str, Any]:
         settings["box_batch_size_per_image"] = head["batch_size_per_image"]
     if "representation_size" in head:
         settings["representation_size"] = head["representation_size"]
+    if model.get("fpn_channels") is not None:
+        settings["fpn_channels"] = model["fpn_channels"]
+    # the norm detkit trains with (None in the config: GroupNorm from scratch)
+    settings["norm"], _ = backbone_settings(model.get("backbone", "resnet18"),
+                                            model.get("backbone_weights"), model.get("norm"),
+                                            model.get("trainable_layers"))
     return settings
+
+
+def torchvision_backbone(norm: str | None = None, fpn_channels: int | None = None) -> nn.Module:
+    """torchvision's ResNet-18-FPN from scratch, all layers trainable: its default
+    (``resnet_fpn_backbone``: FrozenBatchNorm, 256 FPN channels) when both are None; else
+    built from torchvision's own parts (``resnet18(norm_layer=...)``, ``BackboneWithFPN``) with
+    ``norm`` (:func:`detkit.models.backbone.norm_layer`; GroupNorm in the FPN too, as detkit
+    does) and ``fpn_channels``."""
+    if norm is None and fpn_channels is None:
+        return resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5)
+    make = norm_layer(norm or "frozen_bn")  # type: ignore[arg-type]
+    stages = {f"layer{i}": str(i - 1) for i in range(1, 5)}
+    return BackboneWithFPN(resnet18(weights=None, norm_layer=make), stages, [64, 128, 256, 512],
+                           fpn_channels or 256, extra_blocks=LastLevelMaxPool(),
+                           norm_layer=make if norm == "group" else None)
 
 
 def build_torchvision_baseline(num_classes: int, image_size: int,
                                tuned: dict[str, Any] | None = None) -> nn.Module:
-    """torchvision's Faster R-CNN, ResNet-18-FPN from scratch (its default FrozenBatchNorm, a
-    256-channel FPN, all layers trainable). ``tuned`` (:func:`tuned_settings`) replaces the
-    anchors, proposal budgets, sampled RoIs and head width; None keeps torchvision's defaults."""
-    backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5)
+    """torchvision's Faster R-CNN, ResNet-18-FPN from scratch (:func:`torchvision_backbone`).
+    ``tuned`` (:func:`tuned_settings`) replaces the anchors, proposal budgets, sampled RoIs,
+    head width, normalisation and FPN width; None keeps torchvision's defaults."""
     tuned = dict(tuned or {})
+    backbone = torchvision_backbone(tuned.pop("norm", None), tuned.pop("fpn_channels", None))
     width = tuned.pop("representation_size", None)
     if width is not None:  # torchvision's box head is TwoMLPHead(256 * 7 * 7, 1024)
         resolution = 7
@@ -96,32 +162,35 @@ def build_torchvision_baseline(num_classes: int, image_size: int,
 
 def train_baseline(model: nn.Module, data: DetectionDataModule, seconds: float,
                    recipe: BaselineRecipe, seed: int = 0) -> int:
-    """Train for ``seconds`` of wall-clock time; returns the number of optimizer steps."""
+    """Train for ``seconds`` of wall-clock time; returns the number of optimizer steps. The
+    schedule is sized to the steps the budget allows once :data:`SIZE_AT_STEP` steps are timed
+    (before that, the warmup runs as if the budget had no end)."""
     torch.manual_seed(seed)
     loader = data.train_dataloader()
-    lr = recipe.lr_per_16_images * data.batch_size / 16
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
-                                momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, recipe.optimizer)
     model.train()
-    start, step, warmup = time.perf_counter(), 0, recipe.warmup_iters
+    start, step = time.perf_counter(), 0
+    steps = 10**9  # the budget's steps, until measured
+    schedule = recipe.schedule(steps)
     while True:
         for images, targets in loader:
             elapsed = time.perf_counter() - start
             if elapsed >= seconds:
                 return step
-            if step == 20:  # size the warmup once the step time is known
-                expected = seconds / (elapsed / step)
-                warmup = min(recipe.warmup_iters, int(recipe.warmup_fraction_cap * expected))
-            factor = min(1.0, 0.001 + (1 - 0.001) * step / max(1, warmup))
-            factor *= 0.1 ** sum(elapsed >= f * seconds for f in recipe.decay_at)
+            if step == SIZE_AT_STEP:
+                steps = int(seconds / (elapsed / step))
+                schedule = recipe.schedule(steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr * factor
+                group["lr"] = recipe.optimizer.lr * lr_factor(step, steps, schedule)
             tv_targets = [{"boxes": t["boxes_xyxy"], "labels": t["labels"]} for t in targets]
             loss = sum(model(images, tv_targets).values())
             if not torch.isfinite(loss):
                 raise RuntimeError(f"torchvision baseline: non-finite loss at step {step}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if recipe.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, recipe.clip_grad_norm)
             optimizer.step()
             step += 1
 
@@ -161,13 +230,13 @@ def test_split(data: DetectionDataModule, paths: dict[str, str]) -> CocoDetectio
 def trained_setup(config: str, checkpoint: str) -> tuple[DetectionDataModule, nn.Module,
                                                           dict[str, Any]]:
     """The DataModule, the detkit detector with ``checkpoint``'s weights, and the resolved
-    ``model`` settings that ``config`` describes, read as ``tools/eval.py`` reads them (one
-    parser for the config: the training command line's)."""
+    config (``model``, ``trainer``, ... sections) that ``config`` describes, read as
+    ``tools/eval.py`` reads them (one parser for the config: the training command line's)."""
     from detkit.engine.cli import EvalCLI, _cli, checkpoint_module
 
     cli = _cli(EvalCLI, ["--config", config, "--ckpt", checkpoint, "--out", "unused"],
                trainer_defaults={"logger": False})
-    return cli.datamodule, checkpoint_module(cli).model, cli.config.as_dict()["model"]
+    return cli.datamodule, checkpoint_module(cli).model, cli.config.as_dict()
 
 
 def run_quality(config: str, *, seed: int = 0, out: str = "runs/quality") -> dict[str, Any]:
@@ -182,19 +251,19 @@ def run_quality(config: str, *, seed: int = 0, out: str = "runs/quality") -> dic
                      "--trainer.logger.init_args.save_dir", out,
                      "--trainer.enable_progress_bar", "false"])
     budget = time.perf_counter() - start
-    data, detkit_model, model_settings = trained_setup(config, metrics["checkpoint"])
+    data, detkit_model, settings = trained_setup(config, metrics["checkpoint"])
     data.setup("fit")
     if data.format != "synthetic":
         raise ValueError("the quality comparison uses the built-in set's test split")
     test = test_split(data, data.coco_paths)  # the synthetic set's paths include its test split
     ours = evaluate_on(detkit_model, test)
     result: dict[str, Any] = {"budget_seconds": budget, "detkit": ours}
-    tuned = tuned_settings(model_settings)
-    for name, tuning in (("torchvision", None), ("torchvision_tuned", tuned)):
+    variants = (("torchvision", None, reference_recipe(data.batch_size)),
+                ("torchvision_tuned", tuned_settings(settings["model"]), tuned_recipe(settings)))
+    for name, tuning, recipe in variants:
         torch.manual_seed(seed)  # the CLI above seeded with the config's seed; ours decides
         baseline = build_torchvision_baseline(data.num_classes, data.max_size, tuning)
-        result[f"{name}_steps"] = train_baseline(baseline, data, budget, BaselineRecipe(),
-                                                 seed=seed)
+        result[f"{name}_steps"] = train_baseline(baseline, data, budget, recipe, seed=seed)
         result[name] = evaluate_on(TorchvisionOutputs(baseline), test)
         result[f"ap_ratio_{name}"] = ours["AP"] / max(result[name]["AP"], 1e-9)
     return result
@@ -205,9 +274,11 @@ def format_quality(result: dict[str, Any]) -> str:
     lines = [f"Quality per budget: {result['budget_seconds'] / 60:.1f} min of wall clock each "
              f"on this machine ({torch.get_num_threads()} threads). Test split of the built-in "
              "set.",
-             f"torchvision (defaults: anchors 32-512, 2000/1000 proposals, 512 RoIs, 1024-wide "
-             f"head) ran {result['torchvision_steps']} steps; torchvision tuned (the detkit "
-             "config's anchors, proposals, sampled RoIs and head width; same image size) ran "
+             "torchvision (defaults: FrozenBatchNorm, 256-channel FPN, anchors 32-512, "
+             "2000/1000 proposals, 512 RoIs, 1024-wide head; its reference SGD recipe) ran "
+             f"{result['torchvision_steps']} steps; torchvision tuned (the detkit config's "
+             "anchors, proposals, sampled RoIs, head width, normalisation, FPN width, optimizer, "
+             "schedule and clipping; same image size; full-width ResNet-18) ran "
              f"{result['torchvision_tuned_steps']}.",
              "", f"{'metric':<8}{'detkit':>10}{'torchvision':>13}{'tv tuned':>10}"]
     for key in keys:

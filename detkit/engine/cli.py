@@ -319,8 +319,10 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
                 model.frozen_front.close()
         metrics = _final_evaluation(trainer, model, data)
         if model.frozen_front is not None:  # how many training steps read their front
-            metrics["frozen_front"] = {"read": model.frozen_front.reads,
-                                       "computed": model.frozen_front.writes}
+            store = model.frozen_front
+            metrics["frozen_front"] = {"read": store.reads, "computed": store.writes,
+                                       "val_read": store.read_counts["val"],
+                                       "val_computed": store.write_counts["val"]}
         drawn = _save_predictions_png(trainer, run.directory / PREDICTIONS_PNG)
     metrics["run_dir"] = str(run.directory)
     if trainer.is_global_zero:

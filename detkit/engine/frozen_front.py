@@ -11,17 +11,20 @@ five extractors of one study condition compute it five times over.
 
 ``--model.init.frozen_cache DIR`` stores, per training step, what the front produced: the
 feature maps, the proposals, the RPN's losses (constants here, logged) and torch's RNG state
-after the RPN (which the RoI sampler goes on from). A later run with the same *front key* (its
-run key without the settings that only reach the head: :data:`HEAD_SETTINGS`) reads them
-instead of computing: its head sees bit-identical inputs and draws the same random numbers, so
-it trains exactly as it would have alone (tested on the CPU; the CUDA path stores the device's
-RNG state too but has no test yet). Each step's file is named by a digest of its batch (images,
-their sizes, boxes, labels), so a batch it was not written for never reads it, and the first
-read of every run is checked against a computed front (:class:`FrozenFrontStore`). The setting
-is not part of the run key: it changes the time, not the result.
+after the RPN (which the RoI sampler goes on from); and per validation batch the feature maps
+and proposals (the RPN draws nothing there, and a read leaves torch's RNG alone). A later run
+with the same *front key* (its run key without the settings that only reach the head:
+:data:`HEAD_SETTINGS`) reads them instead of computing: its head sees bit-identical inputs and
+draws the same random numbers, so it trains exactly as it would have alone (tested on the CPU;
+the CUDA path stores the device's RNG state too but has no test yet). Each step's file is named
+by a digest of its batch (images, their sizes, boxes, labels), so a batch it was not written for
+never reads it, and the first read of every run is checked against a computed front
+(:class:`FrozenFrontStore`). The setting is not part of the run key: it changes the time, not
+the result.
 
 Layout: ``DIR/<front hash>/front.json`` (the front key and device), ``step<N>_<digest>
-[_rank<R>].pt`` written atomically, and ``.in_use/`` (the processes that have it open). Besides
+[_rank<R>].pt`` (training) and ``val<N>_<digest>[_rank<R>].pt`` (validation batch N) written
+atomically, and ``.in_use/`` (the processes that have it open). Besides
 the fronts in use, only the :data:`KEEP` most recently used are kept (a study runs one
 condition's extractors back to back); each takes about ``4 * C * (sum of level sizes) * batch``
 bytes per step (the study: 64 channels, 256 px, 2 images: 2.8 MB a step, 2.8 GB a run).
@@ -58,7 +61,12 @@ HEAD_SETTINGS = (
     "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm",
     "trainer.num_sanity_val_steps", "trainer.limit_val_batches",
 )
-KEEP = 2  # fronts kept in DIR: the one in use and the one before it
+# Fronts kept in DIR: the one in use and the three used before it. The study (tools/study.sh)
+# runs its questions seed by seed, and a seed's default-data front, made by question d, is read
+# again by c, a (deformation none) and b (scale range coco) after a and b made three others
+# (mild, strong, medium): four kept, each front is computed once per seed (about 11 GB).
+KEEP = 4
+STAGES = ("train", "val")  # a training step's front; a validation batch's (no RNG state)
 FRONT_FILE = "front.json"
 IN_USE = ".in_use"  # one file per process that has the front open
 
@@ -113,59 +121,81 @@ class FrozenFrontStore:
         self._marker.touch()
         os.utime(self.directory)  # most recently used
         self.rank = rank
-        self.reads = self.writes = 0
-        self.verified = False  # the first read was compared with a computed front
+        self.read_counts = dict.fromkeys(STAGES, 0)  # fronts read / computed, per stage
+        self.write_counts = dict.fromkeys(STAGES, 0)
+        self._verified: set[str] = set()  # stages whose first read was compared with a compute
         _prune(Path(root), keep, self.directory)
+
+    @property
+    def reads(self) -> int:
+        """Training steps that read their front."""
+        return self.read_counts["train"]
+
+    @property
+    def writes(self) -> int:
+        """Training steps that computed (and stored) their front."""
+        return self.write_counts["train"]
+
+    @property
+    def verified(self) -> bool:
+        """Whether a training step's read was compared with a computed front."""
+        return "train" in self._verified
 
     def close(self) -> None:
         """This run is done with the folder: other runs' pruning may delete it now."""
         self._marker.unlink(missing_ok=True)
 
-    def path(self, step: int, digest: str) -> Path:
+    def path(self, step: int, digest: str, stage: str = "train") -> Path:
         rank = f"_rank{self.rank}" if self.rank else ""
-        return self.directory / f"step{step}_{digest[:16]}{rank}.pt"
+        prefix = "step" if stage == "train" else stage
+        return self.directory / f"{prefix}{step}_{digest[:16]}{rank}.pt"
 
     def front(self, step: int, image_list: ImageList, targets: list[dict[str, Tensor]] | None,
-              compute: Callable[[], Front]) -> Front:
-        """The front of training step ``step`` for this batch (``image_list``: the padded images
-        and their sizes; ``targets`` with torchvision's ``boxes``, ``labels``), as ``compute()``
-        returns it: ``(features: dict[str, Tensor[N, C, H_l, W_l]], proposals:
-        list[Tensor[P_i, 4]] xyxy in input pixels, rpn_losses: dict[str, Tensor[]])``. Read
-        from its file, torch's RNG set to the state stored with it; else computed and stored."""
+              compute: Callable[[], Front], *, stage: str = "train") -> Front:
+        """The front of training step ``step`` (``stage="val"``: of validation batch ``step``)
+        for this batch (``image_list``: the padded images and their sizes; ``targets`` with
+        torchvision's ``boxes``, ``labels``, None in validation), as ``compute()`` returns it:
+        ``(features: dict[str, Tensor[N, C, H_l, W_l]], proposals: list[Tensor[P_i, 4]] xyxy
+        in input pixels, rpn_losses: dict[str, Tensor[]])``. Read from its file (a training
+        step's with torch's RNG set to the state stored with it), else computed and stored."""
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         digest = batch_digest(image_list, targets)
-        path = self.path(step, digest)
+        path = self.path(step, digest, stage)
         try:
             saved = torch.load(path, weights_only=True)
         except FileNotFoundError:  # first run of this front and batch (or pruned meanwhile)
-            return self._compute(path, digest, compute)
+            return self._compute(path, digest, compute, stage)
         if saved["batch"] != digest:  # a 64-bit prefix collision: compute, never swap
-            return self._compute(path, digest, compute)
-        if not self.verified:
-            self.verified = True
+            return self._compute(path, digest, compute, stage)
+        if stage not in self._verified:
+            self._verified.add(stage)
             computed = compute()
-            if not _same(saved, computed):
+            if not _same(saved, computed, rng=stage == "train"):
                 log.warning("frozen_cache: %s does not match the front computed now (other "
                             "code, versions or device wrote it); deleting its step files",
                             self.directory)
-                for stale in self.directory.glob("step*.pt"):
+                for stale in self.directory.glob("*.pt"):
                     stale.unlink(missing_ok=True)
-                self._save(path, digest, computed)
+                self._save(path, digest, computed, stage)
                 return computed
         device = image_list.tensors.device
-        torch.set_rng_state(saved["rng"])
-        if device.type == "cuda":  # the RPN's sampler draws on the device's generator
-            torch.cuda.set_rng_state(saved["cuda_rng"], device)
-        self.reads += 1
+        if stage == "train":  # the RoI sampler goes on from the RNG state after the RPN
+            torch.set_rng_state(saved["rng"])
+            if device.type == "cuda":  # the RPN's sampler draws on the device's generator
+                torch.cuda.set_rng_state(saved["cuda_rng"], device)
+        self.read_counts[stage] += 1
         return ({k: v.to(device) for k, v in saved["features"].items()},
                 [p.to(device) for p in saved["proposals"]],
                 {k: v.to(device) for k, v in saved["losses"].items()})
 
-    def _compute(self, path: Path, digest: str, compute: Callable[[], Front]) -> Front:
+    def _compute(self, path: Path, digest: str, compute: Callable[[], Front],
+                 stage: str) -> Front:
         front = compute()
-        self._save(path, digest, front)
+        self._save(path, digest, front, stage)
         return front
 
-    def _save(self, path: Path, digest: str, front: Front) -> None:
+    def _save(self, path: Path, digest: str, front: Front, stage: str) -> None:
         """Store ``front`` with torch's RNG state now (just after the RPN that computed it)."""
         features, proposals, losses = front
         device = next(iter(features.values())).device
@@ -179,13 +209,14 @@ class FrozenFrontStore:
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         torch.save(saved, tmp)
         os.replace(tmp, path)
-        self.writes += 1
+        self.write_counts[stage] += 1
 
 
-def _same(saved: dict[str, Any], front: Front) -> bool:
-    """Whether a stored front equals one just computed, bit for bit, RNG state included."""
+def _same(saved: dict[str, Any], front: Front, *, rng: bool = True) -> bool:
+    """Whether a stored front equals one just computed, bit for bit, with torch's RNG state
+    (after it) too when ``rng``."""
     features, proposals, losses = front
-    pairs = [(saved["rng"], torch.get_rng_state())]
+    pairs = [(saved["rng"], torch.get_rng_state())] if rng else []
     pairs += [(saved["features"].get(k), v) for k, v in features.items()]
     pairs += list(zip(saved["proposals"], proposals, strict=False))
     pairs += [(saved["losses"].get(k), v) for k, v in losses.items()]

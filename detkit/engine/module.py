@@ -15,7 +15,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from detkit._validation import weights_file
 from detkit.data import original_scale
@@ -120,6 +120,17 @@ def lr_factor(step: int, total_steps: int, schedule: ScheduleSettings) -> float:
         progress = min(1.0, step / max(1, total_steps))
         return warm * 0.5 * (1 + math.cos(math.pi * progress))
     return warm
+
+
+def make_optimizer(params: list[nn.Parameter], settings: OptimizerSettings
+                   ) -> torch.optim.Optimizer:
+    """The optimizer ``settings`` describe, over ``params`` (the trainable ones)."""
+    if settings.name == "sgd":
+        return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
+                               weight_decay=settings.weight_decay)
+    if settings.name == "adamw":
+        return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    raise ValueError(f"optimizer.name must be 'sgd' or 'adamw', got {settings.name!r}")
 
 
 class DetectionModule(L.LightningModule):
@@ -363,16 +374,8 @@ class DetectionModule(L.LightningModule):
         return self._batch_size * self._world() / median
 
     def configure_optimizers(self) -> dict:
-        settings = self.optimizer_settings
-        params = [p for p in self.parameters() if p.requires_grad]
-        if settings.name == "sgd":
-            optimizer = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
-                                        weight_decay=settings.weight_decay)
-        elif settings.name == "adamw":
-            optimizer = torch.optim.AdamW(params, lr=settings.lr,
-                                          weight_decay=settings.weight_decay)
-        else:
-            raise ValueError(f"optimizer.name must be 'sgd' or 'adamw', got {settings.name!r}")
+        optimizer = make_optimizer([p for p in self.parameters() if p.requires_grad],
+                                   self.optimizer_settings)
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, total, self.schedule))
@@ -390,7 +393,9 @@ class DetectionModule(L.LightningModule):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        outputs = self.model(images)
+        front = (None if self.frozen_front is None else  # the same val batch in every run
+                 functools.partial(self.frozen_front.front, batch_idx, stage="val"))
+        outputs = self.model(images, front=front)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self._infer_seconds += time.perf_counter() - start

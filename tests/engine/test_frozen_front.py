@@ -41,10 +41,14 @@ def test_runs_that_read_the_shared_front_train_bit_identically(donor, tmp_path):
     # the first run computes and stores every step's front, the second reads them all
     writer = head_only(data, checkpoint, tmp_path / "w", "roi_align", cache)
     reader = head_only(data, checkpoint, tmp_path / "r", "deform_roi_pool", cache)
-    assert writer["frozen_front"] == {"read": 0, "computed": STEPS}
-    assert reader["frozen_front"] == {"read": STEPS, "computed": 0}
     (front,) = [p for p in cache.iterdir() if p.is_dir()]
     assert len(list(front.glob("step*.pt"))) == STEPS
+    val_batches = len(list(front.glob("val*.pt")))  # the validation's batches, stored too
+    assert val_batches > 0
+    assert writer["frozen_front"] == {"read": 0, "computed": STEPS, "val_read": 0,
+                                      "val_computed": val_batches}
+    assert reader["frozen_front"] == {"read": STEPS, "computed": 0, "val_read": val_batches,
+                                      "val_computed": 0}
     assert not list((front / ".in_use").iterdir())  # both runs closed it
     for name, cached in (("roi_align", writer), ("deform_roi_pool", reader)):
         alone = head_only(data, checkpoint, tmp_path / f"alone_{name}", name)
@@ -91,6 +95,35 @@ def test_a_stored_front_is_read_with_the_rng_state_after_it_and_checked_once(tmp
                                                                        after_computing)
         assert losses["loss_objectness"] == 0.5 and proposals[0].shape == (3, 4)
     assert (reader.reads, reader.writes, reader.verified) == (2, 0, True)
+
+
+def test_a_validation_batch_is_read_without_touching_the_rng(tmp_path):
+    """Validation batches have their own files and their own first-read check, and a read
+    leaves torch's RNG where this run has it (no per-step reseeding there)."""
+    images, _ = batch()
+
+    def val_front():  # an RPN in eval mode draws nothing
+        return {"p2": images.tensors * 2.0}, [torch.zeros(3, 4)], {}
+
+    store = FrozenFrontStore(tmp_path, {"data.seed": 0})
+    torch.manual_seed(1)
+    features, _, _ = store.front(0, images, None, val_front, stage="val")
+    torch.manual_seed(2)
+    store.front(0, images, None, front_of(images), stage="train")  # step 0: another file
+    assert [p.name[:4] for p in sorted(store.directory.glob("*.pt"))] == ["step", "val0"]
+    reader = FrozenFrontStore(tmp_path, {"data.seed": 0})
+    for seed in (5, 6):  # verified on the first read (RNG not compared), then only read
+        torch.manual_seed(seed)
+        expected = torch.rand(3)
+        torch.manual_seed(seed)
+        read, _, _ = reader.front(0, images, None, val_front, stage="val")
+        assert torch.equal(read["p2"], features["p2"]) and torch.equal(torch.rand(3), expected)
+    assert reader.read_counts == {"train": 0, "val": 2} and not reader.verified
+    torch.manual_seed(2)  # the training step's first read is checked on its own
+    reader.front(0, images, None, front_of(images), stage="train")
+    assert reader.verified and reader.reads == 1
+    with pytest.raises(ValueError, match="stage must be one of"):
+        reader.front(0, images, None, front_of(images), stage="test")
 
 
 def test_another_batch_at_a_step_is_computed_never_swapped(tmp_path):
@@ -145,7 +178,7 @@ def test_the_front_key_leaves_out_what_only_the_head_sees():
 
 def test_only_the_most_recent_fronts_are_kept_and_none_in_use(tmp_path):
     def front(seed, age):
-        store = FrozenFrontStore(tmp_path, {"seed_everything": seed})
+        store = FrozenFrontStore(tmp_path, {"seed_everything": seed}, keep=2)
         os.utime(store.directory, (1e9 + age, 1e9 + age))
         return store
 

@@ -27,17 +27,22 @@ if value("--run_dir"):  # what train.py leaves
 """
 
 
-def run_study(tmp_path):
-    """study.sh in a copy of the repository's tools/ and configs/ (its runs/ stay empty)."""
+def run_study(tmp_path, *questions, check=True):
+    """study.sh in a copy of the repository's tools/ and configs/ (its runs/ stay empty);
+    returns the commands it ran, or with ``check=False`` the finished process too."""
     for folder in ("tools", "configs"):
-        shutil.copytree(REPO / folder, tmp_path / folder)
+        if not (tmp_path / folder).exists():
+            shutil.copytree(REPO / folder, tmp_path / folder)
     log = tmp_path / "commands.jsonl"
+    log.unlink(missing_ok=True)
     stand_in = tmp_path / "python"
     stand_in.write_text(f"#!{sys.executable}\n" + STAND_IN.format(log=str(log)))
     stand_in.chmod(0o755)
-    subprocess.run(["bash", "tools/study.sh"], cwd=tmp_path, check=True,
-                   env={**os.environ, "PYTHON": str(stand_in)})
-    return [json.loads(line) for line in log.read_text().splitlines()]
+    done = subprocess.run(["bash", "tools/study.sh", *questions], cwd=tmp_path, check=check,
+                          env={**os.environ, "PYTHON": str(stand_in)}, capture_output=True,
+                          text=True)
+    commands = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return commands if check else (commands, done)
 
 
 def option(args, flag):
@@ -47,14 +52,17 @@ def option(args, flag):
 def test_every_study_command_parses(tmp_path, monkeypatch):
     commands = run_study(tmp_path)
     tools = [Path(c[0]).name for c in commands]
-    assert tools == ["train.py", "compare.py", "train.py"] + ["compare.py"] * 5
-    outs = [option(c, "--out")[0] for c in commands if Path(c[0]).name == "compare.py"]
-    assert outs == ["runs/study/extractors", "runs/study/donors", "runs/study/resolution",
-                    "runs/study/deformation", "runs/study/deformation", "runs/study/scale"]
+    assert tools == ["train.py"] + ["compare.py"] * 15  # the shared detector, 5 calls x 3 seeds
+    compares = commands[1:]
+    outs = [option(c, "--out")[0] for c in compares]
+    # seed by seed: every question gets seed 0 (--seeds 1), then seed 1, then seed 2
+    assert outs == ["runs/study/extractors", "runs/study/resolution", "runs/study/deformation",
+                    "runs/study/deformation", "runs/study/scale"] * 3
+    assert [int(option(c, "--seeds")[0]) for c in compares] == [1] * 5 + [2] * 5 + [3] * 5
     # question a: the same runs against each plain counterpart, each baseline named (compare
     # then names its report, numbers and effect plot after it)
-    baselines = [option(c, "--baseline") for c in commands if Path(c[0]).name == "compare.py"]
-    assert baselines == [[], [], [], ["psroi_align"], ["roi_align"], []]
+    baselines = [option(c, "--baseline") for c in compares]
+    assert baselines == [[], [], ["psroi_align"], ["roi_align"], []] * 3
     monkeypatch.chdir(tmp_path)  # the configs are read where the script ran
     donor = resolve_config(commands[0][1:])
     assert donor["data"]["synthetic"]["deformation"] == "strong"
@@ -71,8 +79,17 @@ def test_every_study_command_parses(tmp_path, monkeypatch):
         layered = resolve_config([a for c in configs for a in ("--config", c)])
         assert list(layered["model"]["init"]["freeze"]) == ["backbone", "fpn", "rpn"]
         assert layered["model"]["init"]["checkpoint"] == "runs/study/donor/checkpoints/best.ckpt"
-        assert int(option(command, "--seeds")[0]) == 3
         # runs another question trained with the same settings are reused, not trained again;
         # and the runs of one condition share their frozen front
         assert option(command, "--reuse-runs") == ["runs/study"]
         assert layered["model"]["init"]["frozen_cache"] == "runs/study/frozen_front"
+
+
+def test_the_donors_check_runs_when_asked_and_a_misspelt_question_runs_nothing(tmp_path):
+    commands = run_study(tmp_path, "donors")
+    assert [Path(c[0]).name for c in commands] == ["train.py", "train.py"] + ["compare.py"] * 3
+    assert option(commands[1], "--run_dir") == ["runs/study/donor_roi_pool"]
+    assert option(commands[1], "--model.roi_extractor") == ["roi_pool"]
+    assert {option(c, "--out")[0] for c in commands[2:]} == {"runs/study/donors"}
+    commands, done = run_study(tmp_path, "d", "e", check=False)
+    assert done.returncode == 2 and "unknown question e" in done.stderr and not commands
