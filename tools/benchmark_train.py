@@ -27,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
                            json_help="also write the numbers to this JSON file")
     parser.add_argument("--quality", metavar="CONFIG",
                         help="instead: train CONFIG, then torchvision's Faster R-CNN from "
-                             "scratch (defaults, and tuned to CONFIG's anchors, proposals, RoIs "
-                             "and head width) for the same wall-clock budget; compare test-split "
-                             "AP")
+                             "scratch (defaults, and tuned to CONFIG's anchors, proposals, RoIs, "
+                             "head width, normalisation, FPN width and recipe) for the same "
+                             "wall-clock budget; compare test-split AP")
     args = vars(parser.parse_args(argv))
     cfg = config_from_arguments(TrainBenchConfig, args)
     if args["quality"]:

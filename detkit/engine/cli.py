@@ -562,10 +562,17 @@ def visualize(argv: list[str] | None = None) -> list[Path]:
     return written
 
 
+def checkpoint_setup(argv: list[str] | None = None) -> tuple[EvalCLI, DetectionModule]:
+    """``tools/eval.py``'s command line (``--config CFG --ckpt CKPT --out DIR ...``) parsed,
+    and its model with the checkpoint's weights (:func:`checkpoint_module`): the data, detector
+    and resolved settings that evaluation uses."""
+    cli = _cli(EvalCLI, argv, trainer_defaults={"logger": False})
+    return cli, checkpoint_module(cli)
+
+
 def evaluate(argv: list[str] | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on the config's validation data; write metrics and predictions."""
-    cli = _cli(EvalCLI, argv, trainer_defaults={"logger": False})
-    module = checkpoint_module(cli)
+    cli, module = checkpoint_setup(argv)
     trainer = L.Trainer(accelerator=cli.config["trainer"]["accelerator"], devices=1,
                         precision=cli.config["trainer"]["precision"], logger=False,
                         enable_checkpointing=False, callbacks=[], enable_progress_bar=False)

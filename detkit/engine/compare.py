@@ -383,17 +383,19 @@ def _grid_runs(grid: Sequence[dict[str, dict[int, dict]]]) -> list[dict]:
 
 def frozen_front_note(grid: Sequence[dict[str, dict[int, dict]]]) -> str | None:
     """A warning for the speed columns when runs read a shared frozen front
-    (``model.init.frozen_cache``): they skipped the backbone, FPN and RPN, so their training
-    images/s is not comparable with the runs that computed it. None when no run read one."""
+    (``model.init.frozen_cache``): they skipped the backbone, FPN and RPN in training or
+    validation, so their training images/s and inference ms/image are not comparable with the
+    runs that computed it. None when no run read one."""
     metrics = _grid_runs(grid)
-    read = sum(bool((m.get("frozen_front") or {}).get("read")) for m in metrics)
+    read = sum(any((m.get("frozen_front") or {}).get(k) for k in ("read", "val_read"))
+               for m in metrics)
     if not read:
         return None
     return (f"Speed: {read} of {len(metrics)} runs read their frozen backbone/FPN/RPN outputs "
             "from the shared cache (model.init.frozen_cache) instead of computing them, so the "
-            "training images/s column compares cache roles, not extractors; their results are "
-            "the same as computing (bit-identical on the CPU, tested). Compare extractor speeds "
-            "with tools/benchmark_extractors.py.")
+            "training images/s and inference ms/image columns compare cache roles, not "
+            "extractors; their results are the same as computing (bit-identical on the CPU, "
+            "tested). Compare extractor speeds with tools/benchmark_extractors.py.")
 
 
 def with_config_args(config: Configs, overrides: Sequence[str],

@@ -24,10 +24,11 @@ the result.
 
 Layout: ``DIR/<front hash>/front.json`` (the front key and device), ``step<N>_<digest>
 [_rank<R>].pt`` (training) and ``val<N>_<digest>[_rank<R>].pt`` (validation batch N) written
-atomically, and ``.in_use/`` (the processes that have it open). Besides
-the fronts in use, only the :data:`KEEP` most recently used are kept (a study runs one
-condition's extractors back to back); each takes about ``4 * C * (sum of level sizes) * batch``
-bytes per step (the study: 64 channels, 256 px, 2 images: 2.8 MB a step, 2.8 GB a run).
+atomically, and ``.in_use/`` (the processes that have it open). Besides the fronts in use,
+only the :data:`KEEP` most recently used are kept; each takes about ``4 * C * (sum of level
+sizes) * batch`` bytes per step or validation batch, plus the proposals (the study: 64
+channels, 256 px, 2 images: 2.8 MB a step, 3.5 GB for a run's 1000 steps and 100 validation
+batches).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ HEAD_SETTINGS = (
 # Fronts kept in DIR: the one in use and the three used before it. The study (tools/study.sh)
 # runs its questions seed by seed, and a seed's default-data front, made by question d, is read
 # again by c, a (deformation none) and b (scale range coco) after a and b made three others
-# (mild, strong, medium): four kept, each front is computed once per seed (about 11 GB).
+# (mild, strong, medium): four kept, each front is computed once per seed (about 14 GB).
 KEEP = 4
 STAGES = ("train", "val")  # a training step's front; a validation batch's (no RNG state)
 FRONT_FILE = "front.json"

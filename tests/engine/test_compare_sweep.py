@@ -254,3 +254,6 @@ def test_reports_warn_that_runs_reading_a_shared_front_train_faster():
     assert frozen_front_note([{"roi_align": {0: computed, 1: {"AP": 0.4}}}]) is None
     note = frozen_front_note([{"roi_align": {0: computed}, "roi_pool": {0: read}}])
     assert note.startswith("Speed: 1 of 2 runs read their frozen backbone/FPN/RPN outputs")
+    assert "inference ms/image" in note
+    val_only = {"AP": 0.5, "frozen_front": {"read": 0, "computed": 10, "val_read": 5}}
+    assert frozen_front_note([{"roi_align": {0: val_only}}]).startswith("Speed: 1 of 1 runs")
