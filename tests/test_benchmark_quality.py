@@ -2,10 +2,12 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from detkit.benchmarks import quality
 from detkit.benchmarks.quality import (
     build_torchvision_baseline,
     reference_recipe,
@@ -98,3 +100,51 @@ def test_the_recipes_reference_and_tuned_from_the_config():
     schedule = tuned.schedule(400)
     assert (schedule.kind, schedule.warmup_steps, schedule.milestones) == ("cosine", 50, ())
     assert tuned.clip_grad_norm == 10.0
+    # a step-decay config: its milestones become the same fractions of the budget
+    stepped = {"model": {"schedule": {"kind": "step", "milestones": [600, 800], "gamma": 0.5,
+                                      "warmup_factor": 0.01}},
+               "trainer": {"max_steps": 1000}}
+    schedule = tuned_recipe(stepped).schedule(500)
+    assert (schedule.milestones, schedule.gamma, schedule.warmup_factor) == ((300, 400), 0.5,
+                                                                             0.01)
+    with pytest.raises(ValueError, match="milestones need trainer.max_steps"):
+        tuned_recipe({"model": stepped["model"], "trainer": {"max_steps": -1}})
+
+
+def test_the_schedule_follows_the_budget_s_steps_re_estimated_every_step(monkeypatch):
+    """The learning rates a baseline trains with: warmup, then cosine to about zero at the
+    last step the budget allows, even when the first steps are slow (start-up)."""
+    clock = iter([0.0] + [10.0 + step for step in range(1000)])  # 10 s of start-up, 1 s a step
+    monkeypatch.setattr(quality.time, "perf_counter", lambda: next(clock))
+    model = torch.nn.Linear(1, 1)
+    rates = []
+
+    class Detector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = model
+
+        def forward(self, images, targets):
+            rates.append(optimizer_lr())
+            return {"loss": self.linear(torch.ones(1, 1)).sum()}
+
+    def optimizer_lr():
+        return made[0].param_groups[0]["lr"]
+
+    made = []
+    real = quality.make_optimizer
+    monkeypatch.setattr(quality, "make_optimizer", lambda *a: made.append(real(*a)) or made[-1])
+
+    class Data:
+        def train_dataloader(self):
+            batch = ([torch.zeros(3, 4, 4)], [{"boxes_xyxy": torch.zeros(0, 4),
+                                               "labels": torch.zeros(0, dtype=torch.long)}])
+            return [batch] * 10
+
+    recipe = quality.BaselineRecipe(quality.OptimizerSettings("adamw", lr=1.0), kind="cosine",
+                                    warmup_steps=5, warmup_fraction_cap=1.0, decay_at=())
+    steps = quality.train_baseline(Detector(), Data(), 110.0, recipe)
+    assert steps == 100 and len(rates) == 100  # 10 s start-up, then 100 steps of 1 s
+    assert rates[0] == pytest.approx(0.001) and 0.9 < max(rates) <= 1.0
+    assert rates[-1] < 0.01  # decayed to about zero at the budget's end, not before
+    assert all(r > 0 for r in rates[:-1])

@@ -20,6 +20,9 @@ SEEDS="${SEEDS:-3}"
 LAYERS=(--config configs/quickstart.yaml --config configs/study.yaml)
 DONOR=runs/study/donor/checkpoints/best.ckpt
 
+if ! [[ "$SEEDS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "SEEDS must be a positive integer, got '$SEEDS'" >&2; exit 2
+fi
 for q in ${@:-d c a b}; do  # refuse a misspelt question before anything runs
   case "$q" in d|c|a|b|donors) ;; *) echo "unknown question $q (d, c, a, b or donors)" >&2; exit 2 ;; esac
 done

@@ -49,7 +49,10 @@ from detkit.engine.module import (
 from detkit.eval import detections_to_coco_results, evaluate_detections
 from detkit.models.backbone import backbone_settings, norm_layer
 
-SIZE_AT_STEP = 20  # the budget's step count is estimated from the time of the first 20 steps
+# From this step on, the steps the budget allows are re-estimated at every step (the budget
+# times the steps so far over the time they took), and the schedule is sized to that estimate:
+# it converges on the real count, so the decay ends with the budget, whatever the start-up cost.
+MEASURE_FROM = 5
 
 
 @dataclass
@@ -57,14 +60,17 @@ class BaselineRecipe:
     """How a baseline trains in a wall-clock budget: ``optimizer``, then a schedule
     (:class:`~detkit.engine.module.ScheduleSettings` ``kind``: step decay at ``decay_at``
     fractions of the budget, or cosine to zero over it) with a linear warmup of
-    ``warmup_steps``, at most ``warmup_fraction_cap`` of the steps the budget allows; gradient
-    norms clipped at ``clip_grad_norm`` (None: not clipped)."""
+    ``warmup_steps`` from ``warmup_factor``, at most ``warmup_fraction_cap`` of the steps the
+    budget allows, decays by ``gamma``; gradient norms clipped at ``clip_grad_norm`` (None: not
+    clipped)."""
 
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     kind: str = "step"
     warmup_steps: int = 1000
     warmup_fraction_cap: float = 0.1
     decay_at: tuple[float, ...] = (2 / 3, 8 / 9)
+    gamma: float = 0.1
+    warmup_factor: float = 0.001
     clip_grad_norm: float | None = None
 
     def schedule(self, steps: int) -> ScheduleSettings:
@@ -72,6 +78,7 @@ class BaselineRecipe:
         return ScheduleSettings(kind=self.kind,  # type: ignore[arg-type]
                                 warmup_steps=min(self.warmup_steps,
                                                  int(self.warmup_fraction_cap * steps)),
+                                warmup_factor=self.warmup_factor, gamma=self.gamma,
                                 milestones=tuple(int(f * steps) for f in self.decay_at))
 
 
@@ -85,12 +92,22 @@ def reference_recipe(batch_size: int) -> BaselineRecipe:
 
 def tuned_recipe(config: dict[str, Any]) -> BaselineRecipe:
     """The detkit config's own recipe (resolved ``config``: its ``model.optimizer``,
-    ``model.schedule``, ``trainer.gradient_clip_val``), sized to the budget's steps."""
+    ``model.schedule``, ``trainer.gradient_clip_val``), sized to the budget's steps: step-decay
+    milestones become the same fractions of the budget as of ``trainer.max_steps``.
+
+    Raises:
+        ValueError: milestones without a ``trainer.max_steps`` to take them as fractions of."""
     model, trainer = config["model"], config.get("trainer", {})
     schedule = ScheduleSettings(**model.get("schedule", {}))
+    max_steps = trainer.get("max_steps") or -1
+    if schedule.milestones and max_steps <= 0:
+        raise ValueError("model.schedule.milestones need trainer.max_steps for the baseline to "
+                         "take them as fractions of its budget")
     return BaselineRecipe(OptimizerSettings(**model.get("optimizer", {})), kind=schedule.kind,
                           warmup_steps=schedule.warmup_steps, warmup_fraction_cap=1.0,
-                          decay_at=(), clip_grad_norm=trainer.get("gradient_clip_val"))
+                          decay_at=tuple(m / max_steps for m in schedule.milestones),
+                          gamma=schedule.gamma, warmup_factor=schedule.warmup_factor,
+                          clip_grad_norm=trainer.get("gradient_clip_val"))
 
 
 def tuned_settings(model: dict[str, Any]) -> dict[str, Any]:
@@ -163,8 +180,8 @@ def build_torchvision_baseline(num_classes: int, image_size: int,
 def train_baseline(model: nn.Module, data: DetectionDataModule, seconds: float,
                    recipe: BaselineRecipe, seed: int = 0) -> int:
     """Train for ``seconds`` of wall-clock time; returns the number of optimizer steps. The
-    schedule is sized to the steps the budget allows once :data:`SIZE_AT_STEP` steps are timed
-    (before that, the warmup runs as if the budget had no end)."""
+    schedule is sized to the steps the budget allows, re-estimated at every step from
+    :data:`MEASURE_FROM` on (before that, the warmup runs as if the budget had no end)."""
     torch.manual_seed(seed)
     loader = data.train_dataloader()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -178,8 +195,8 @@ def train_baseline(model: nn.Module, data: DetectionDataModule, seconds: float,
             elapsed = time.perf_counter() - start
             if elapsed >= seconds:
                 return step
-            if step == SIZE_AT_STEP:
-                steps = int(seconds / (elapsed / step))
+            if step >= MEASURE_FROM:
+                steps = max(step + 1, int(seconds * step / elapsed))
                 schedule = recipe.schedule(steps)
             for group in optimizer.param_groups:
                 group["lr"] = recipe.optimizer.lr * lr_factor(step, steps, schedule)

@@ -311,13 +311,14 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
                                  rank=trainer.global_rank,
                                  accumulate_grad_batches=trainer.accumulate_grad_batches)
         try:
-            trainer.fit(model, datamodule=data, ckpt_path=run.resume_from)
-        except NonFiniteLossError as error:
-            raise NonFiniteLossError(f"{error}. {_good_checkpoint(trainer)}") from error
+            try:
+                trainer.fit(model, datamodule=data, ckpt_path=run.resume_from)
+            except NonFiniteLossError as error:
+                raise NonFiniteLossError(f"{error}. {_good_checkpoint(trainer)}") from error
+            metrics = _final_evaluation(trainer, model, data)  # may validate: front still open
         finally:
             if model.frozen_front is not None:
                 model.frozen_front.close()
-        metrics = _final_evaluation(trainer, model, data)
         if model.frozen_front is not None:  # how many training steps read their front
             store = model.frozen_front
             metrics["frozen_front"] = {"read": store.reads, "computed": store.writes,

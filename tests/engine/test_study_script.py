@@ -27,7 +27,7 @@ if value("--run_dir"):  # what train.py leaves
 """
 
 
-def run_study(tmp_path, *questions, check=True):
+def run_study(tmp_path, *questions, check=True, env=None):
     """study.sh in a copy of the repository's tools/ and configs/ (its runs/ stay empty);
     returns the commands it ran, or with ``check=False`` the finished process too."""
     for folder in ("tools", "configs"):
@@ -39,7 +39,8 @@ def run_study(tmp_path, *questions, check=True):
     stand_in.write_text(f"#!{sys.executable}\n" + STAND_IN.format(log=str(log)))
     stand_in.chmod(0o755)
     done = subprocess.run(["bash", "tools/study.sh", *questions], cwd=tmp_path, check=check,
-                          env={**os.environ, "PYTHON": str(stand_in)}, capture_output=True,
+                          env={**os.environ, "PYTHON": str(stand_in), **(env or {})},
+                          capture_output=True,
                           text=True)
     commands = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return commands if check else (commands, done)
@@ -93,3 +94,7 @@ def test_the_donors_check_runs_when_asked_and_a_misspelt_question_runs_nothing(t
     assert {option(c, "--out")[0] for c in commands[2:]} == {"runs/study/donors"}
     commands, done = run_study(tmp_path, "d", "e", check=False)
     assert done.returncode == 2 and "unknown question e" in done.stderr and not commands
+    for seeds in ("0", "two"):
+        commands, done = run_study(tmp_path, "d", check=False, env={"SEEDS": seeds})
+        assert done.returncode == 2 and "SEEDS must be a positive integer" in done.stderr
+        assert not commands
