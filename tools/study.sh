@@ -23,7 +23,8 @@ DONOR=runs/study/donor/checkpoints/best.ckpt
 if ! [[ "$SEEDS" =~ ^[1-9][0-9]*$ ]]; then
   echo "SEEDS must be a positive integer, got '$SEEDS'" >&2; exit 2
 fi
-for q in ${@:-d c a b}; do  # refuse a misspelt question before anything runs
+QUESTIONS="${*:-d c a b}"
+for q in $QUESTIONS; do  # refuse a misspelt question before anything runs
   case "$q" in d|c|a|b|donors) ;; *) echo "unknown question $q (d, c, a, b or donors)" >&2; exit 2 ;; esac
 done
 
@@ -39,7 +40,7 @@ compare() {
 }
 
 for seeds in $(seq 1 "$SEEDS"); do
-  for q in ${@:-d c a b}; do
+  for q in $QUESTIONS; do
     case "$q" in
       d)  # quantization and the other single-level samplers against roi_align
         compare --out runs/study/extractors \

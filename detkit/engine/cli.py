@@ -319,11 +319,8 @@ def train(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             if model.frozen_front is not None:
                 model.frozen_front.close()
-        if model.frozen_front is not None:  # how many training steps read their front
-            store = model.frozen_front
-            metrics["frozen_front"] = {"read": store.reads, "computed": store.writes,
-                                       "val_read": store.read_counts["val"],
-                                       "val_computed": store.write_counts["val"]}
+        if model.frozen_front is not None:  # how many steps and val batches read their front
+            metrics["frozen_front"] = model.frozen_front.counts()
         drawn = _save_predictions_png(trainer, run.directory / PREDICTIONS_PNG)
     metrics["run_dir"] = str(run.directory)
     if trainer.is_global_zero:

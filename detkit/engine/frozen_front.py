@@ -142,6 +142,12 @@ class FrozenFrontStore:
         """Whether a training step's read was compared with a computed front."""
         return "train" in self._verified
 
+    def counts(self) -> dict[str, int]:
+        """What this run read and computed: ``read``, ``computed`` (training steps),
+        ``val_read``, ``val_computed`` (validation batches); a run's ``frozen_front`` metrics."""
+        return {"read": self.reads, "computed": self.writes,
+                "val_read": self.read_counts["val"], "val_computed": self.write_counts["val"]}
+
     def close(self) -> None:
         """This run is done with the folder: other runs' pruning may delete it now."""
         self._marker.unlink(missing_ok=True)
